@@ -1,0 +1,223 @@
+"""What we ask the models and who answers: task types, suites, model endpoints, campaigns."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+# Slugs appear in CSV exports and URLs of admin pages; the study's model slugs carry dots
+# ("ernie-4.5-0.3b"), so this is wider than Django's SlugField.
+validate_slug = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z",
+    _("Use letters, digits, dots, hyphens and underscores, starting with a letter or digit."),
+)
+
+
+def new_public_id() -> str:
+    """An opaque, unguessable identifier for URLs (never a sequential database id)."""
+    return secrets.token_urlsafe(12)
+
+
+class Modality(models.TextChoices):
+    TEXT = "text", _("text")
+    VISION = "vision", _("text + image")
+
+
+class TaskTypeQuerySet(models.QuerySet["TaskType"]):
+    def resolve(self, spelling: str) -> TaskType | None:
+        """Find a task type by its code, an alias or its Chinese or English name."""
+        wanted = spelling.strip()
+        if not wanted:
+            return None
+        candidates = [wanted]
+        # The seed's tables write "AR(类比推理)": accept either part of such a spelling.
+        match = re.fullmatch(r"(.+?)\s*[(（](.+?)[)）]", wanted)
+        if match:
+            candidates += [match.group(1), match.group(2)]
+        task_types = list(self.all())
+        for candidate in candidates:
+            folded = candidate.strip().casefold()
+            for task_type in task_types:
+                if folded in task_type.spellings():
+                    return task_type
+        return None
+
+
+class TaskType(models.Model):
+    """One of the study's task types (DESIGN §2), such as AR 类比推理 analogical reasoning."""
+
+    code = models.CharField(max_length=16, unique=True)
+    name_zh = models.CharField(max_length=64)
+    name_en = models.CharField(max_length=128)
+    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.TEXT)
+    description_zh = models.CharField(max_length=200, blank=True)
+    description_en = models.CharField(max_length=200, blank=True)
+    aliases = models.JSONField(default=list, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    objects = TaskTypeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["position", "code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name_zh}"
+
+    @property
+    def is_vision(self) -> bool:
+        return self.modality == Modality.VISION
+
+    def spellings(self) -> set[str]:
+        """Every accepted spelling, case-folded: code, aliases, Chinese and English names."""
+        names = [self.code, self.name_zh, self.name_en, *self.aliases]
+        return {name.strip().casefold() for name in names if name and name.strip()}
+
+
+class Suite(models.Model):
+    """A named set of task items, usually one imported fixture file."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[validate_slug])
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dialect(models.TextChoices):
+    FASTDEPLOY = "fastdeploy", "FastDeploy"
+    VLLM = "vllm", "vLLM"
+    OPENAI = "openai", "OpenAI"
+
+
+class ReasoningStyle(models.TextChoices):
+    NONE = "none", _("none")
+    FIELD = "field", _("separate field (reasoning / reasoning_content)")
+    THINK_TAGS = "think_tags", _("inline <think>…</think> in content")
+
+
+class ModelEndpoint(models.Model):
+    """An OpenAI-compatible server and the model it serves.
+
+    The base URL may be overridden by the environment variable named in `base_url_env`; the
+    API key comes from the variable named in `api_key_env`, or from `api_key` when an admin
+    typed one in (write-only: it is never rendered).
+    """
+
+    slug = models.CharField(max_length=100, unique=True, validators=[validate_slug])
+    name = models.CharField(max_length=200)
+    model = models.CharField(max_length=200, help_text=_("Model name sent in each request."))
+    dialect = models.CharField(max_length=16, choices=Dialect.choices, default=Dialect.OPENAI)
+    base_url = models.URLField(max_length=500)
+    base_url_env = models.CharField(max_length=100, blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True)
+    api_key = models.CharField(max_length=500, blank=True)
+    vision = models.BooleanField(default=False)
+    reasoning = models.CharField(
+        max_length=16, choices=ReasoningStyle.choices, default=ReasoningStyle.NONE
+    )
+    max_concurrency = models.PositiveIntegerField(default=8, validators=[MinValueValidator(1)])
+    max_pixels = models.PositiveIntegerField(null=True, blank=True)
+    timeout_s = models.PositiveIntegerField(default=600, validators=[MinValueValidator(1)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def resolved_base_url(self) -> str:
+        """The base URL to call: the environment override when set, else the stored one."""
+        if self.base_url_env:
+            override = os.environ.get(self.base_url_env, "").strip()
+            if override:
+                return override
+        return self.base_url
+
+    def resolved_api_key(self) -> str:
+        """The API key to send: from the environment when configured, else the stored one."""
+        if self.api_key_env:
+            from_env = os.environ.get(self.api_key_env, "")
+            if from_env:
+                return from_env
+        return self.api_key
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", _("draft")
+    RUNNING = "running", _("running")
+    FINISHED = "finished", _("finished")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class Campaign(models.Model):
+    """Which models answer which items of a suite, how many times, with which settings."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    slug = models.CharField(max_length=100, unique=True, validators=[validate_slug])
+    name = models.CharField(max_length=200)
+    matchup = models.CharField(max_length=100, blank=True)
+    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="campaigns")
+    task_types = models.ManyToManyField(
+        TaskType,
+        blank=True,
+        related_name="campaigns",
+        help_text=_("Leave empty for every task type of the suite."),
+    )
+    endpoints = models.ManyToManyField(
+        ModelEndpoint, through="CampaignModel", related_name="campaigns"
+    )
+    samples = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=_("Sampling settings for every model: temperature, top_p, max_tokens, ..."),
+    )
+    status = models.CharField(
+        max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def has_generations(self) -> bool:
+        """Whether the campaign has been launched (its sampling settings are then frozen)."""
+        generations = getattr(self, "generations", None)
+        return generations is not None and generations.exists()
+
+
+class CampaignModel(models.Model):
+    """A model taking part in a campaign; `params_override` is shown as a fairness note."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members")
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="members")
+    position = models.PositiveSmallIntegerField(default=0)
+    params_override = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "endpoint"], name="unique_campaign_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign.slug}: {self.endpoint.slug}"
+
+    def effective_params(self) -> dict[str, object]:
+        return {**self.campaign.params, **self.params_override}
