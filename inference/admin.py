@@ -26,6 +26,8 @@ class SuiteAdmin(admin.ModelAdmin[Suite]):
 class ModelEndpointForm(forms.ModelForm[ModelEndpoint]):
     """The API key is write-only: the form never renders the stored value."""
 
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
+
     api_key = forms.CharField(
         label=_("API key"),
         required=False,

@@ -1,0 +1,157 @@
+"""Shared personas and real-process fixtures.
+
+Personas: `admin` (staff), `alice` and `bob` (reviewers), `nobody` (logged-in user with no role).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+
+from grading.roles import reviewers_group
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "a-long-test-password-42"
+
+
+@pytest.fixture
+def admin(db: None) -> User:
+    return User.objects.create_user("admin", "admin@example.org", PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    user = User.objects.create_user("alice", "alice@example.org", PASSWORD)
+    user.groups.add(reviewers_group())
+    return user
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    user = User.objects.create_user("bob", "bob@example.org", PASSWORD)
+    user.groups.add(reviewers_group())
+    return user
+
+
+@pytest.fixture
+def nobody(db: None) -> User:
+    return User.objects.create_user("nobody", "nobody@example.org", PASSWORD)
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    return client
+
+
+@pytest.fixture
+def admin_client(admin: User) -> Client:
+    return logged_in(admin)
+
+
+@pytest.fixture
+def alice_client(alice: User) -> Client:
+    return logged_in(alice)
+
+
+def database_url_for_subprocess() -> str:
+    """The URL of the database this test uses (the test database), for a child process."""
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgres://{auth}{params.get('HOST') or 'localhost'}{port}/{params['NAME']}"
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "grading.settings",
+            "DATABASE_URL": database_url_for_subprocess(),
+            "GRADEBENCH_VAR_DIR": str(settings.VAR_DIR),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """A real `celery worker` child process consuming one private queue."""
+
+    def __init__(self, process: subprocess.Popen[str], queue: str, log: Path) -> None:
+        self.process = process
+        self.queue = queue
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real Celery worker processes; each gets its own queue and is stopped afterwards.
+
+    The test must use `transactional_db` so the worker sees committed rows.
+    """
+    started: list[WorkerProcess] = []
+
+    def start(broker_url: str | None = None, **env: str) -> WorkerProcess:
+        queue = f"test-{uuid.uuid4().hex[:8]}"
+        log = tmp_path / f"{queue}.log"
+        overrides = dict(env)
+        if broker_url is not None:
+            overrides["CELERY_BROKER_URL"] = broker_url
+        command = [
+            sys.executable, "-m", "celery", "-A", "grading", "worker",
+            "-Q", queue, "-n", f"{queue}@%h", "--pool", "solo", "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip", "--without-heartbeat",
+        ]
+        handle = log.open("w")
+        process = subprocess.Popen(
+            command, cwd=REPO, env=subprocess_env(**overrides), stdout=handle,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        worker = WorkerProcess(process, queue, log)
+        started.append(worker)
+        deadline = time.monotonic() + 60
+        while "ready." not in worker.output():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"celery worker did not start:\n{worker.output()}")
+            time.sleep(0.2)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.process.terminate()
+        try:
+            worker.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Tests needing Redis skip with a reason when REDIS_URL is not set."""
+    if os.environ.get("REDIS_URL"):
+        return
+    skip = pytest.mark.skip(reason="REDIS_URL is not set")
+    for item in items:
+        if "redis" in item.keywords:
+            item.add_marker(skip)
