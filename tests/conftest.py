@@ -26,6 +26,17 @@ REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-test-password-42"
 
 
+@pytest.fixture(autouse=True)
+def _plain_http_settings(settings: Any) -> None:
+    """Tests speak plain HTTP to the test client and do not run collectstatic first."""
+    settings.SECURE_SSL_REDIRECT = False
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.WHITENOISE_AUTOREFRESH = True
+
+
 @pytest.fixture
 def admin(db: None) -> User:
     return User.objects.create_user("admin", "admin@example.org", PASSWORD, is_staff=True, is_superuser=True)

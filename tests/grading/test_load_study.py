@@ -1,0 +1,164 @@
+"""`manage.py load_study`: the reference study loads idempotently; bad files load nothing."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from grading.models import ReviewSettings
+from inference.models import Campaign, CampaignModel, ModelEndpoint
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.django_db
+STUDY = REPO / "fixtures" / "study.json"
+
+
+def load(path: Path) -> str:
+    out = StringIO()
+    call_command("load_study", str(path), stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def write(tmp_path: Path, data: object, name: str = "study.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def reference() -> dict:
+    return json.loads(STUDY.read_text(encoding="utf-8"))
+
+
+def database_snapshot() -> list[object]:
+    return [
+        sorted(ModelEndpoint.objects.values_list("slug", "base_url", "max_concurrency")),
+        sorted(Campaign.objects.values_list("slug", "name", "samples")),
+        CampaignModel.objects.count(),
+        ReviewSettings.objects.count(),
+    ]
+
+
+def test_reference_study_loads_six_endpoints_and_three_campaigns() -> None:
+    out = load(STUDY)
+    assert "endpoints: created 6, updated 0, unchanged 0" in out
+    assert "campaigns: created 3, updated 0, unchanged 0" in out
+    assert ModelEndpoint.objects.count() == 6
+    assert sorted(Campaign.objects.values_list("matchup", flat=True)) == ["medium", "small", "vision"]
+    vision = Campaign.objects.get(slug="vision")
+    assert [m.endpoint.slug for m in vision.members.all()] == ["ernie-4.5-vl-28b-a3b", "qwen2.5-vl-32b"]
+    assert sorted(vision.task_types.values_list("code", flat=True)) == ["MG", "VFP", "VQA"]
+    assert vision.review.reviewers_per_output == 2
+    small = Campaign.objects.get(slug="small")
+    assert small.task_types.count() == 18
+    assert small.params["max_tokens"] == 2048
+
+
+def test_reference_endpoints_carry_their_dialects() -> None:
+    load(STUDY)
+    r1 = ModelEndpoint.objects.get(slug="deepseek-r1-distill-qwen-1.5b")
+    assert (r1.dialect, r1.reasoning, r1.vision, r1.base_url) == (
+        "vllm", "think_tags", False, "http://127.0.0.1:8000/v1",
+    )
+    vl = ModelEndpoint.objects.get(slug="ernie-4.5-vl-28b-a3b")
+    assert (vl.dialect, vl.reasoning, vl.vision, vl.base_url) == (
+        "fastdeploy", "field", True, "http://127.0.0.1:8180/v1",
+    )
+    assert ModelEndpoint.objects.get(slug="qwen2.5-vl-32b").max_pixels == 589824
+
+
+def test_loading_twice_changes_nothing() -> None:
+    load(STUDY)
+    before = database_snapshot()
+    updated = list(ModelEndpoint.objects.values_list("updated_at", flat=True))
+    out = load(STUDY)
+    assert "endpoints: created 0, updated 0, unchanged 6" in out
+    assert "campaigns: created 0, updated 0, unchanged 3" in out
+    assert database_snapshot() == before
+    assert list(ModelEndpoint.objects.values_list("updated_at", flat=True)) == updated
+
+
+def test_a_changed_file_updates_what_changed(tmp_path: Path) -> None:
+    load(STUDY)
+    data = reference()
+    data["endpoints"][0]["max_concurrency"] = 4
+    data["campaigns"][0]["params"]["temperature"] = 0.2
+    data["campaigns"][0]["reviewers_per_output"] = 3
+    out = load(write(tmp_path, data))
+    assert "endpoints: created 0, updated 1, unchanged 5" in out
+    assert "campaigns: created 0, updated 1, unchanged 2" in out
+    assert ModelEndpoint.objects.get(slug="ernie-4.5-0.3b").max_concurrency == 4
+    small = Campaign.objects.get(slug="small")
+    assert small.params["temperature"] == 0.2
+    assert small.review.reviewers_per_output == 3
+
+
+def test_base_url_env_overrides_the_file(monkeypatch) -> None:
+    load(STUDY)
+    endpoint = ModelEndpoint.objects.get(slug="ernie-4.5-0.3b")
+    assert endpoint.resolved_base_url() == "http://127.0.0.1:8180/v1"
+    monkeypatch.setenv("FASTDEPLOY_URL", "http://gpu-7:8180/v1")
+    assert endpoint.resolved_base_url() == "http://gpu-7:8180/v1"
+    monkeypatch.setenv("FASTDEPLOY_API_KEY", "k-123")
+    assert endpoint.resolved_api_key() == "k-123"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["endpoints"][0].update(api_key="sk-secret"), "endpoints[0].api_key: unknown key"),
+        (lambda d: d.update(extra=[]), "study.extra: unknown key"),
+        (lambda d: d["endpoints"][1].pop("model"), "endpoints[1].model: missing"),
+        (lambda d: d["endpoints"][0].update(dialect="tgi"), "endpoints[0].dialect: must be one of"),
+        (lambda d: d["endpoints"][0].update(max_concurrency=0), "endpoints[0].max_concurrency: must be >= 1"),
+        (lambda d: d["endpoints"][0].update(vision="yes"), "endpoints[0].vision: must be true or false"),
+        (lambda d: d["endpoints"][0].update(base_url="localhost:8180"), "endpoints[0].base_url:"),
+        (lambda d: d["endpoints"].append(dict(d["endpoints"][0])), "slug 'ernie-4.5-0.3b' appears more than once"),
+        (lambda d: d["campaigns"][0]["models"].append("gpt-9"), "campaigns[0].models[2]: unknown endpoint 'gpt-9'"),
+        (lambda d: d["campaigns"][1].update(task_types=["AR", "ZZ"]), "campaigns[1].task_types[1]: unknown task type 'ZZ'"),
+        (lambda d: d["campaigns"][2]["params"].update(temprature=1), "campaigns[2].params.temprature: unknown sampling setting"),
+        (lambda d: d["campaigns"][0].update(layout="grid"), "campaigns[0].layout: must be one of"),
+        (lambda d: d["campaigns"][0].update(samples="2"), "campaigns[0].samples: must be an integer"),
+        (lambda d: d["campaigns"][0].update(models=[]), "campaigns[0].models: must be a non-empty list"),
+    ],
+)
+def test_bad_study_is_rejected_whole_naming_key_and_problem(tmp_path: Path, mutate, message: str) -> None:
+    data = reference()
+    mutate(data)
+    err = StringIO()
+    with pytest.raises(CommandError, match="nothing was loaded"):
+        call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=err)
+    assert message in err.getvalue()
+    assert ModelEndpoint.objects.count() == 0
+    assert Campaign.objects.count() == 0
+
+
+def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "endpoints": [\n    {"slug": "a",}\n  ]\n}\n', encoding="utf-8")
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("load_study", str(path), stdout=StringIO(), stderr=err)
+    assert f"{path}:3:" in err.getvalue() and "invalid JSON" in err.getvalue()
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("load_study", str(tmp_path / "nope.json"), stdout=StringIO(), stderr=err)
+    assert "cannot read" in err.getvalue()
+
+
+def test_an_update_that_fails_leaves_the_previous_state(tmp_path: Path) -> None:
+    load(STUDY)
+    before = database_snapshot()
+    data = reference()
+    data["endpoints"][0]["max_concurrency"] = 2
+    data["campaigns"][0]["models"] = ["unknown-model"]
+    with pytest.raises(CommandError):
+        call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=StringIO())
+    assert database_snapshot() == before
