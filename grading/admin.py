@@ -34,7 +34,7 @@ class ReviewSettingsInline(admin.StackedInline[ReviewSettings, Campaign]):
 
 
 class CampaignWithReviewAdmin(CampaignAdmin):
-    inlines = [*CampaignAdmin.inlines, ReviewSettingsInline]
+    inlines = [*CampaignAdmin.inlines, ReviewSettingsInline]  # type: ignore[list-item]
 
 
 admin.site.unregister(Campaign)

@@ -59,7 +59,9 @@ class RubricBand(models.Model):
         ordering = ["rubric", "-high"]
         constraints = [
             models.UniqueConstraint(fields=["rubric", "low"], name="unique_band_low"),
-            models.CheckConstraint(condition=models.Q(low__lte=models.F("high")), name="band_low_le_high"),
+            models.CheckConstraint(
+                condition=models.Q(low__lte=models.F("high")), name="band_low_le_high"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -189,7 +189,9 @@ class _Checker:
         for key, item in value.items():
             types = PARAM_TYPES.get(key)
             if types is None:
-                self.problem(f"{where}.{key}", f"unknown sampling setting (known: {', '.join(PARAM_TYPES)})")
+                self.problem(
+                    f"{where}.{key}", f"unknown sampling setting (known: {', '.join(PARAM_TYPES)})"
+                )
             elif not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
                 self.problem(f"{where}.{key}", "has the wrong type")
             else:
@@ -208,7 +210,9 @@ def read_study_file(path: Path) -> Any:
     except UnicodeDecodeError:
         raise StudyError([f"{path}: not UTF-8 text"]) from None
     except json.JSONDecodeError as error:
-        raise StudyError([f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"]) from None
+        raise StudyError(
+            [f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"]
+        ) from None
 
 
 def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -248,7 +252,9 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             try:
                 URLValidator(schemes=["http", "https"])(endpoint["base_url"])
             except ValidationError:
-                check.problem(f"{where}.base_url", f"{endpoint['base_url']!r} is not an http(s) URL")
+                check.problem(
+                    f"{where}.base_url", f"{endpoint['base_url']!r} is not an http(s) URL"
+                )
         endpoints.append(endpoint)
 
     slugs = [endpoint["slug"] for endpoint in endpoints]
@@ -272,15 +278,25 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             "suite": check.slug(raw, "suite", where),
             "samples": check.integer(raw, "samples", where, 1, maximum=100),
             "params": check.params(raw.get("params", {}), f"{where}.params"),
-            "reviewers_per_output": check.integer(raw, "reviewers_per_output", where, 2, maximum=20),
+            "reviewers_per_output": check.integer(
+                raw, "reviewers_per_output", where, 2, maximum=20
+            ),
             "layout": check.choice(raw, "layout", where, list(Layout.values), Layout.SIDE_BY_SIDE),
             "show_reasoning": check.boolean(raw, "show_reasoning", where, False),
             "identity_leaks": check.choice(
-                raw, "identity_leaks", where, list(IdentityLeakPolicy.values), IdentityLeakPolicy.MASK
+                raw,
+                "identity_leaks",
+                where,
+                list(IdentityLeakPolicy.values),
+                IdentityLeakPolicy.MASK,
             ),
         }
         models = raw.get("models", [])
-        if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        if (
+            not isinstance(models, list)
+            or not models
+            or not all(isinstance(m, str) for m in models)
+        ):
             check.problem(f"{where}.models", "must be a non-empty list of endpoint slugs")
             models = []
         for position, slug in enumerate(models):
@@ -297,7 +313,9 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         else:
             for slug, params in overrides.items():
                 if slug not in models:
-                    check.problem(f"{where}.overrides.{slug}", "is not one of the campaign's models")
+                    check.problem(
+                        f"{where}.overrides.{slug}", "is not one of the campaign's models"
+                    )
                 campaign["overrides"][slug] = check.params(params, f"{where}.overrides.{slug}")
 
         task_types: list[TaskType] = []
@@ -376,7 +394,9 @@ def _load_campaign(values: dict[str, Any], result: StudyResult) -> None:
                 "settings were kept as they were"
             )
     else:
-        fields.update({"suite_id": suite.pk, "samples": values["samples"], "params": values["params"]})
+        fields.update(
+            {"suite_id": suite.pk, "samples": values["samples"], "params": values["params"]}
+        )
     changed = _apply(campaign, fields) or created
     if changed:
         campaign.save()

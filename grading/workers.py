@@ -13,8 +13,10 @@ from .tasks import PING_KEY, ping
 def worker_responds(timeout_s: float = 3.0, queue: str | None = None) -> str | None:
     """Send a ping through the broker; return the answering worker's host name, or None."""
     token = secrets.token_hex(8)
-    options = {"queue": queue} if queue else {}
-    ping.apply_async(args=[token], **options)
+    if queue:
+        ping.apply_async(args=(token,), queue=queue)
+    else:
+        ping.apply_async(args=(token,))
     deadline = time.monotonic() + timeout_s
     key = PING_KEY.format(token=token)
     while time.monotonic() < deadline:

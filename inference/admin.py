@@ -42,7 +42,21 @@ class ModelEndpointForm(forms.ModelForm[ModelEndpoint]):
 
     class Meta:
         model = ModelEndpoint
-        fields = "__all__"
+        fields = [
+            "slug",
+            "name",
+            "model",
+            "dialect",
+            "base_url",
+            "base_url_env",
+            "api_key_env",
+            "api_key",
+            "vision",
+            "reasoning",
+            "max_concurrency",
+            "max_pixels",
+            "timeout_s",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,7 +104,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     list_filter = ["status", "matchup"]
     search_fields = ["slug", "name"]
     filter_horizontal = ["task_types"]
-    inlines: list[type[admin.options.InlineModelAdmin[Any, Any]]] = [CampaignModelInline]
+    inlines = [CampaignModelInline]
     readonly_fields = ["public_id", "created_at", "updated_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> Any:

@@ -10,7 +10,6 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-
 # Slugs appear in CSV exports and URLs of admin pages; the study's model slugs carry dots
 # ("ernie-4.5-0.3b"), so this is wider than Django's SlugField.
 validate_slug = RegexValidator(

@@ -39,7 +39,9 @@ def _plain_http_settings(settings: Any) -> None:
 
 @pytest.fixture
 def admin(db: None) -> User:
-    return User.objects.create_user("admin", "admin@example.org", PASSWORD, is_staff=True, is_superuser=True)
+    return User.objects.create_user(
+        "admin", "admin@example.org", PASSWORD, is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture
@@ -130,14 +132,32 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProces
         if broker_url is not None:
             overrides["CELERY_BROKER_URL"] = broker_url
         command = [
-            sys.executable, "-m", "celery", "-A", "grading", "worker",
-            "-Q", queue, "-n", f"{queue}@%h", "--pool", "solo", "--loglevel", "INFO",
-            "--without-mingle", "--without-gossip", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "grading",
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}@%h",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
         ]
         handle = log.open("w")
         process = subprocess.Popen(
-            command, cwd=REPO, env=subprocess_env(**overrides), stdout=handle,
-            stderr=subprocess.STDOUT, text=True,
+            command,
+            cwd=REPO,
+            env=subprocess_env(**overrides),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         worker = WorkerProcess(process, queue, log)
         started.append(worker)

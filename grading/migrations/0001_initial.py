@@ -7,73 +7,176 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('inference', '0001_initial'),
+        ("inference", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Rubric',
+            name="Rubric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField(unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('notes', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField(unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("notes", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-version'],
+                "ordering": ["-version"],
             },
         ),
         migrations.CreateModel(
-            name='ReviewSettings',
+            name="ReviewSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reviewers_per_output', models.PositiveSmallIntegerField(default=2, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('layout', models.CharField(choices=[('side_by_side', 'all responses side by side'), ('single', 'one response at a time')], default='side_by_side', max_length=16)),
-                ('show_reasoning', models.BooleanField(default=False)),
-                ('identity_leaks', models.CharField(choices=[('mask', 'mask the words for reviewers'), ('hold', 'hold the output for an admin')], default='mask', max_length=8)),
-                ('campaign', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='review', to='inference.campaign')),
-                ('reviewers', models.ManyToManyField(blank=True, help_text='Leave empty to let every reviewer work on this campaign.', related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "reviewers_per_output",
+                    models.PositiveSmallIntegerField(
+                        default=2,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "layout",
+                    models.CharField(
+                        choices=[
+                            ("side_by_side", "all responses side by side"),
+                            ("single", "one response at a time"),
+                        ],
+                        default="side_by_side",
+                        max_length=16,
+                    ),
+                ),
+                ("show_reasoning", models.BooleanField(default=False)),
+                (
+                    "identity_leaks",
+                    models.CharField(
+                        choices=[
+                            ("mask", "mask the words for reviewers"),
+                            ("hold", "hold the output for an admin"),
+                        ],
+                        default="mask",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="review",
+                        to="inference.campaign",
+                    ),
+                ),
+                (
+                    "reviewers",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Leave empty to let every reviewer work on this campaign.",
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'review settings',
+                "verbose_name_plural": "review settings",
             },
         ),
         migrations.CreateModel(
-            name='RubricBand',
+            name="RubricBand",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('low', models.PositiveSmallIntegerField(validators=[django.core.validators.MaxValueValidator(10)])),
-                ('high', models.PositiveSmallIntegerField(validators=[django.core.validators.MaxValueValidator(10)])),
-                ('label_zh', models.CharField(max_length=32)),
-                ('label_en', models.CharField(max_length=64)),
-                ('description_zh', models.CharField(max_length=200)),
-                ('description_en', models.CharField(max_length=200)),
-                ('rubric', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='bands', to='grading.rubric')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "low",
+                    models.PositiveSmallIntegerField(
+                        validators=[django.core.validators.MaxValueValidator(10)]
+                    ),
+                ),
+                (
+                    "high",
+                    models.PositiveSmallIntegerField(
+                        validators=[django.core.validators.MaxValueValidator(10)]
+                    ),
+                ),
+                ("label_zh", models.CharField(max_length=32)),
+                ("label_en", models.CharField(max_length=64)),
+                ("description_zh", models.CharField(max_length=200)),
+                ("description_en", models.CharField(max_length=200)),
+                (
+                    "rubric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="bands",
+                        to="grading.rubric",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['rubric', '-high'],
-                'constraints': [models.UniqueConstraint(fields=('rubric', 'low'), name='unique_band_low'), models.CheckConstraint(condition=models.Q(('low__lte', models.F('high'))), name='band_low_le_high')],
+                "ordering": ["rubric", "-high"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("rubric", "low"), name="unique_band_low"),
+                    models.CheckConstraint(
+                        condition=models.Q(("low__lte", models.F("high"))), name="band_low_le_high"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ScoringFocus',
+            name="ScoringFocus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('focus_zh', models.CharField(max_length=200)),
-                ('focus_en', models.CharField(max_length=200)),
-                ('rubric', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='focuses', to='grading.rubric')),
-                ('task_type', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='focuses', to='inference.tasktype')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("focus_zh", models.CharField(max_length=200)),
+                ("focus_en", models.CharField(max_length=200)),
+                (
+                    "rubric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="focuses",
+                        to="grading.rubric",
+                    ),
+                ),
+                (
+                    "task_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="focuses",
+                        to="inference.tasktype",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'scoring focuses',
-                'ordering': ['rubric', 'task_type__position'],
-                'constraints': [models.UniqueConstraint(fields=('rubric', 'task_type'), name='unique_focus_per_type')],
+                "verbose_name_plural": "scoring focuses",
+                "ordering": ["rubric", "task_type__position"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("rubric", "task_type"), name="unique_focus_per_type"
+                    )
+                ],
             },
         ),
     ]

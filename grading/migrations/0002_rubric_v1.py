@@ -3,12 +3,33 @@
 from django.db import migrations
 
 BANDS = [
-    (9, 10, "卓越", "excellent", "输出质量极高,完全满足或超越预期", "Outstanding: fully meets or exceeds expectations"),
-    (7, 8, "优秀", "very good", "输出质量很好,基本满足预期", "Very good: essentially meets expectations"),
+    (
+        9,
+        10,
+        "卓越",
+        "excellent",
+        "输出质量极高,完全满足或超越预期",
+        "Outstanding: fully meets or exceeds expectations",
+    ),
+    (
+        7,
+        8,
+        "优秀",
+        "very good",
+        "输出质量很好,基本满足预期",
+        "Very good: essentially meets expectations",
+    ),
     (5, 6, "良好", "fair", "输出质量尚可,存在小缺陷", "Acceptable, with minor flaws"),
     (3, 4, "一般", "weak", "输出质量一般,存在明显缺陷", "Mediocre, with obvious flaws"),
     (1, 2, "较差", "poor", "输出质量较差,难以满足基本需求", "Poor: hardly meets basic needs"),
-    (0, 0, "失败", "failed", "无法完成任务或输出完全不相关", "Fails the task, or the output is irrelevant"),
+    (
+        0,
+        0,
+        "失败",
+        "failed",
+        "无法完成任务或输出完全不相关",
+        "Fails the task, or the output is irrelevant",
+    ),
 ]
 
 FOCUSES = {

@@ -76,7 +76,8 @@ def test_non_admins_cannot_open_any_admin_page(request, persona: str) -> None:
     client = logged_in(user)
     ModelEndpoint.objects.create(slug="m", name="M", model="m", base_url="http://127.0.0.1:1/v1")
     admin_paths = [
-        p for p in concrete_paths()
+        p
+        for p in concrete_paths()
         if p.startswith("/admin/") and p not in ("/admin/login/", "/admin/logout/")
     ]
     assert len(admin_paths) > 20
@@ -143,7 +144,7 @@ def test_createreviewer_adds_a_reviewer_who_can_log_in() -> None:
 
 
 def test_createreviewer_refuses_a_weak_password() -> None:
-    with pytest.raises(CommandError, match="too short|too common"):
+    with pytest.raises(CommandError, match=r"too short|too common"):
         call_command("createreviewer", "dave", "--password", "abc", stdout=StringIO())
     assert not User.objects.filter(username="dave").exists()
 
@@ -163,9 +164,18 @@ def test_endpoint_api_key_is_write_only_in_admin(admin_client) -> None:
     url = reverse("admin:inference_modelendpoint_change", args=[endpoint.pk])
     assert "sk-very-secret-1" not in admin_client.get(url).content.decode()
     form = {
-        "slug": "m", "name": "M2", "model": "m", "dialect": "openai",
-        "base_url": "http://127.0.0.1:1/v1", "base_url_env": "", "api_key_env": "", "api_key": "",
-        "reasoning": "none", "max_concurrency": "8", "max_pixels": "", "timeout_s": "600",
+        "slug": "m",
+        "name": "M2",
+        "model": "m",
+        "dialect": "openai",
+        "base_url": "http://127.0.0.1:1/v1",
+        "base_url_env": "",
+        "api_key_env": "",
+        "api_key": "",
+        "reasoning": "none",
+        "max_concurrency": "8",
+        "max_pixels": "",
+        "timeout_s": "600",
     }
     response = admin_client.post(url, form)
     assert response.status_code == 302

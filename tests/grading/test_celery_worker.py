@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 
 import pytest
 from django.conf import settings
@@ -17,9 +18,9 @@ from grading.tasks import PING_KEY
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def _ping_through(broker_url: str, transport_options: dict[str, object], queue: str) -> str | None:
+def _ping_through(broker_url: str, transport_options: Mapping[str, object], queue: str) -> str | None:
     token = secrets.token_hex(8)
-    with Connection(broker_url, transport_options=transport_options) as conn:
+    with Connection(broker_url, transport_options=dict(transport_options)) as conn:
         app.send_task("gradebench.ping", args=[token], queue=queue, connection=conn)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

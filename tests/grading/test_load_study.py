@@ -48,9 +48,16 @@ def test_reference_study_loads_six_endpoints_and_three_campaigns() -> None:
     assert "endpoints: created 6, updated 0, unchanged 0" in out
     assert "campaigns: created 3, updated 0, unchanged 0" in out
     assert ModelEndpoint.objects.count() == 6
-    assert sorted(Campaign.objects.values_list("matchup", flat=True)) == ["medium", "small", "vision"]
+    assert sorted(Campaign.objects.values_list("matchup", flat=True)) == [
+        "medium",
+        "small",
+        "vision",
+    ]
     vision = Campaign.objects.get(slug="vision")
-    assert [m.endpoint.slug for m in vision.members.all()] == ["ernie-4.5-vl-28b-a3b", "qwen2.5-vl-32b"]
+    assert [m.endpoint.slug for m in vision.members.all()] == [
+        "ernie-4.5-vl-28b-a3b",
+        "qwen2.5-vl-32b",
+    ]
     assert sorted(vision.task_types.values_list("code", flat=True)) == ["MG", "VFP", "VQA"]
     assert vision.review.reviewers_per_output == 2
     small = Campaign.objects.get(slug="small")
@@ -62,11 +69,17 @@ def test_reference_endpoints_carry_their_dialects() -> None:
     load(STUDY)
     r1 = ModelEndpoint.objects.get(slug="deepseek-r1-distill-qwen-1.5b")
     assert (r1.dialect, r1.reasoning, r1.vision, r1.base_url) == (
-        "vllm", "think_tags", False, "http://127.0.0.1:8000/v1",
+        "vllm",
+        "think_tags",
+        False,
+        "http://127.0.0.1:8000/v1",
     )
     vl = ModelEndpoint.objects.get(slug="ernie-4.5-vl-28b-a3b")
     assert (vl.dialect, vl.reasoning, vl.vision, vl.base_url) == (
-        "fastdeploy", "field", True, "http://127.0.0.1:8180/v1",
+        "fastdeploy",
+        "field",
+        True,
+        "http://127.0.0.1:8180/v1",
     )
     assert ModelEndpoint.objects.get(slug="qwen2.5-vl-32b").max_pixels == 589824
 
@@ -110,23 +123,52 @@ def test_base_url_env_overrides_the_file(monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["endpoints"][0].update(api_key="sk-secret"), "endpoints[0].api_key: unknown key"),
+        (
+            lambda d: d["endpoints"][0].update(api_key="sk-secret"),
+            "endpoints[0].api_key: unknown key",
+        ),
         (lambda d: d.update(extra=[]), "study.extra: unknown key"),
         (lambda d: d["endpoints"][1].pop("model"), "endpoints[1].model: missing"),
         (lambda d: d["endpoints"][0].update(dialect="tgi"), "endpoints[0].dialect: must be one of"),
-        (lambda d: d["endpoints"][0].update(max_concurrency=0), "endpoints[0].max_concurrency: must be >= 1"),
-        (lambda d: d["endpoints"][0].update(vision="yes"), "endpoints[0].vision: must be true or false"),
+        (
+            lambda d: d["endpoints"][0].update(max_concurrency=0),
+            "endpoints[0].max_concurrency: must be >= 1",
+        ),
+        (
+            lambda d: d["endpoints"][0].update(vision="yes"),
+            "endpoints[0].vision: must be true or false",
+        ),
         (lambda d: d["endpoints"][0].update(base_url="localhost:8180"), "endpoints[0].base_url:"),
-        (lambda d: d["endpoints"].append(dict(d["endpoints"][0])), "slug 'ernie-4.5-0.3b' appears more than once"),
-        (lambda d: d["campaigns"][0]["models"].append("gpt-9"), "campaigns[0].models[2]: unknown endpoint 'gpt-9'"),
-        (lambda d: d["campaigns"][1].update(task_types=["AR", "ZZ"]), "campaigns[1].task_types[1]: unknown task type 'ZZ'"),
-        (lambda d: d["campaigns"][2]["params"].update(temprature=1), "campaigns[2].params.temprature: unknown sampling setting"),
+        (
+            lambda d: d["endpoints"].append(dict(d["endpoints"][0])),
+            "slug 'ernie-4.5-0.3b' appears more than once",
+        ),
+        (
+            lambda d: d["campaigns"][0]["models"].append("gpt-9"),
+            "campaigns[0].models[2]: unknown endpoint 'gpt-9'",
+        ),
+        (
+            lambda d: d["campaigns"][1].update(task_types=["AR", "ZZ"]),
+            "campaigns[1].task_types[1]: unknown task type 'ZZ'",
+        ),
+        (
+            lambda d: d["campaigns"][2]["params"].update(temprature=1),
+            "campaigns[2].params.temprature: unknown sampling setting",
+        ),
         (lambda d: d["campaigns"][0].update(layout="grid"), "campaigns[0].layout: must be one of"),
-        (lambda d: d["campaigns"][0].update(samples="2"), "campaigns[0].samples: must be an integer"),
-        (lambda d: d["campaigns"][0].update(models=[]), "campaigns[0].models: must be a non-empty list"),
+        (
+            lambda d: d["campaigns"][0].update(samples="2"),
+            "campaigns[0].samples: must be an integer",
+        ),
+        (
+            lambda d: d["campaigns"][0].update(models=[]),
+            "campaigns[0].models: must be a non-empty list",
+        ),
     ],
 )
-def test_bad_study_is_rejected_whole_naming_key_and_problem(tmp_path: Path, mutate, message: str) -> None:
+def test_bad_study_is_rejected_whole_naming_key_and_problem(
+    tmp_path: Path, mutate, message: str
+) -> None:
     data = reference()
     mutate(data)
     err = StringIO()

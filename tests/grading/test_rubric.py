@@ -13,7 +13,14 @@ def test_current_rubric_bands_cover_every_score_once() -> None:
     rubric = Rubric.objects.current()
     covered = [s for band in rubric.bands.all() for s in range(band.low, band.high + 1)]
     assert sorted(covered) == list(range(11))
-    assert [b.label_zh for b in rubric.bands.all()] == ["卓越", "优秀", "良好", "一般", "较差", "失败"]
+    assert [b.label_zh for b in rubric.bands.all()] == [
+        "卓越",
+        "优秀",
+        "良好",
+        "一般",
+        "较差",
+        "失败",
+    ]
 
 
 def test_current_rubric_has_a_scoring_focus_for_each_task_type() -> None:

@@ -24,8 +24,12 @@ def read_settings(env: dict[str, str], *names: str) -> dict[str, object]:
     )
     base = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env={**base, **env},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -37,7 +41,10 @@ def test_database_url_selects_postgresql() -> None:
     default = values["DATABASES"]["default"]  # type: ignore[index]
     assert default["ENGINE"] == "django.db.backends.postgresql"
     assert (default["NAME"], default["HOST"], default["PORT"], default["USER"]) == (
-        "gradebench", "db.internal", 5433, "grader",
+        "gradebench",
+        "db.internal",
+        5433,
+        "grader",
     )
 
 
@@ -52,7 +59,10 @@ def test_without_database_url_sqlite_runs_in_wal_mode() -> None:
 def test_redis_url_is_broker_and_cache() -> None:
     values = read_settings(
         {"REDIS_URL": "redis://cache.internal:6380/2"},
-        "CELERY_BROKER_URL", "CACHES", "CELERY_BROKER_TRANSPORT_OPTIONS", "CELERY_TASK_TIME_LIMIT",
+        "CELERY_BROKER_URL",
+        "CACHES",
+        "CELERY_BROKER_TRANSPORT_OPTIONS",
+        "CELERY_TASK_TIME_LIMIT",
     )
     assert values["CELERY_BROKER_URL"] == "redis://cache.internal:6380/2"
     assert values["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6380/2"  # type: ignore[index]
@@ -68,8 +78,12 @@ def test_without_redis_url_the_broker_is_embedded() -> None:
 
 def test_celery_is_configured_for_safe_redelivery() -> None:
     values = read_settings(
-        {}, "CELERY_TASK_ACKS_LATE", "CELERY_WORKER_PREFETCH_MULTIPLIER",
-        "CELERY_TASK_SERIALIZER", "CELERY_ACCEPT_CONTENT", "CELERY_TASK_REJECT_ON_WORKER_LOST",
+        {},
+        "CELERY_TASK_ACKS_LATE",
+        "CELERY_WORKER_PREFETCH_MULTIPLIER",
+        "CELERY_TASK_SERIALIZER",
+        "CELERY_ACCEPT_CONTENT",
+        "CELERY_TASK_REJECT_ON_WORKER_LOST",
     )
     assert values == {
         "CELERY_TASK_ACKS_LATE": True,
@@ -82,29 +96,48 @@ def test_celery_is_configured_for_safe_redelivery() -> None:
 
 def test_a_malformed_boolean_is_an_error_not_a_guess() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import grading.settings"], cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "DEBUG": "maybe"}, capture_output=True, text=True,
+        [sys.executable, "-c", "import grading.settings"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "maybe"},
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "DEBUG='maybe' is not a boolean" in result.stderr
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "GRADEBENCH_VAR_DIR": str(tmp_path), **PRODUCTION_ENV}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "GRADEBENCH_VAR_DIR": str(tmp_path),
+        **PRODUCTION_ENV,
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, env=env, capture_output=True, text=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
 def test_check_deploy_warns_about_the_development_secret_key(tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "GRADEBENCH_VAR_DIR": str(tmp_path), **PRODUCTION_ENV}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "GRADEBENCH_VAR_DIR": str(tmp_path),
+        **PRODUCTION_ENV,
+    }
     del env["SECRET_KEY"]
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, env=env, capture_output=True, text=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "security.W009" in result.stdout + result.stderr

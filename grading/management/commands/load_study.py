@@ -20,8 +20,12 @@ class Command(BaseCommand):
             result = load_study(read_study_file(path))
         except StudyError as error:
             for problem in error.problems:
-                self.stderr.write(f"{path}: {problem}" if not problem.startswith(str(path)) else problem)
-            raise CommandError(f"{path}: {len(error.problems)} problem(s); nothing was loaded") from None
+                self.stderr.write(
+                    f"{path}: {problem}" if not problem.startswith(str(path)) else problem
+                )
+            raise CommandError(
+                f"{path}: {len(error.problems)} problem(s); nothing was loaded"
+            ) from None
         if options["verbosity"] >= 2:
             for kind, labels in (("created", result.created), ("updated", result.updated)):
                 for label in labels:

@@ -1,0 +1,185 @@
+"""`manage.py demo`: everything `make demo` runs, supervised as one process.
+
+Sets up the database and the reference study, makes sure the demo admin and reviewer exist,
+then runs the model simulator, a Celery worker and the web server side by side. Ctrl-C (or
+SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from grading.roles import reviewers_group
+
+CREDENTIALS_FILE = "demo-credentials.txt"
+
+
+class Command(BaseCommand):
+    help = "Set up demo data and run the web server, a Celery worker and the model simulator."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--port", type=int, default=8080, help="Web server port (default 8080)."
+        )
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--fastdeploy-port", type=int, default=8180)
+        parser.add_argument("--vllm-port", type=int, default=8000)
+        parser.add_argument(
+            "--setup-only", action="store_true", help="Prepare data and users, start nothing."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.setup()
+        credentials = self.demo_users()
+        if options["setup_only"]:
+            self.print_credentials(credentials, None)
+            return
+        self.run(
+            options["host"],
+            options["port"],
+            credentials,
+            options["fastdeploy_port"],
+            options["vllm_port"],
+        )
+
+    def setup(self) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("load_study", str(settings.BASE_DIR / "fixtures" / "study.json"))
+        sample = settings.BASE_DIR / "fixtures" / "sample"
+        if "import_tasks" in _commands() and sample.exists():
+            call_command("import_tasks", str(sample))
+
+    def demo_users(self) -> dict[str, str]:
+        """Create (once) the demo admin and reviewer; their passwords live in var/."""
+        path = Path(settings.VAR_DIR) / CREDENTIALS_FILE
+        credentials: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                name, _, password = line.partition(" ")
+                if name and password:
+                    credentials[name] = password
+        User = get_user_model()
+        for username, staff in (("admin", True), ("reviewer", False)):
+            password = credentials.get(username) or secrets.token_urlsafe(9)
+            credentials[username] = password
+            user, _ = User.objects.get_or_create(username=username)
+            user.is_staff = user.is_superuser = staff
+            user.is_active = True
+            user.set_password(password)
+            user.save()
+            if not staff:
+                user.groups.add(reviewers_group())
+        path.write_text("".join(f"{n} {p}\n" for n, p in credentials.items()), encoding="utf-8")
+        path.chmod(0o600)
+        return credentials
+
+    def run(
+        self,
+        host: str,
+        port: int,
+        credentials: dict[str, str],
+        fastdeploy_port: int = 8180,
+        vllm_port: int = 8000,
+    ) -> None:
+        python = sys.executable
+        manage = str(settings.BASE_DIR / "manage.py")
+        commands: list[tuple[str, list[str]]] = []
+        if "simulate_models" in _commands():
+            commands.append(
+                (
+                    "simulator",
+                    [
+                        python,
+                        manage,
+                        "simulate_models",
+                        "--fastdeploy-port",
+                        str(fastdeploy_port),
+                        "--vllm-port",
+                        str(vllm_port),
+                    ],
+                )
+            )
+        commands.append(
+            ("worker", [python, "-m", "celery", "-A", "grading", "worker", "--loglevel", "INFO"])
+        )
+        commands.append(("web", [python, manage, "runserver", f"{host}:{port}", "--noreload"]))
+
+        processes: list[subprocess.Popen[bytes]] = []
+
+        def stop(*_: object) -> None:
+            # Ask each child to shut down (a Celery worker stops its own pool), and only
+            # kill whole process groups that are still there after a grace period.
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+            deadline = time.monotonic() + 20
+            for process in processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            raise SystemExit(0)
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, stop)
+        for name, command in commands:
+            self.stdout.write(f"starting {name}: {' '.join(command[1:])}")
+            # Each child leads its own process group so stopping reaches its children too.
+            processes.append(
+                subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)
+            )
+
+        url = f"http://{host}:{port}/"
+        if _wait_for(url + "healthz", processes, timeout_s=90):
+            self.print_credentials(credentials, url)
+        while True:
+            for process in processes:
+                if process.poll() is not None:
+                    self.stderr.write(f"a demo process exited with status {process.returncode}")
+                    stop()
+            time.sleep(0.5)
+
+    def print_credentials(self, credentials: dict[str, str], url: str | None) -> None:
+        lines = ["", "gradebench demo is ready" if url else "gradebench demo data is ready"]
+        if url:
+            lines.append(f"  open       {url}")
+        lines.append(f"  admin      admin / {credentials['admin']}")
+        lines.append(f"  reviewer   reviewer / {credentials['reviewer']}")
+        if url:
+            lines.append("  stop       Ctrl-C")
+        self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+
+
+def _commands() -> set[str]:
+    from django.core.management import get_commands
+
+    return set(get_commands())
+
+
+def _wait_for(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (local URL)
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
