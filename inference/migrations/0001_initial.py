@@ -7,114 +7,276 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Campaign',
+            name="Campaign",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=inference.models.new_public_id, editable=False, max_length=32, unique=True)),
-                ('slug', models.CharField(max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z', 'Use letters, digits, dots, hyphens and underscores, starting with a letter or digit.')])),
-                ('name', models.CharField(max_length=200)),
-                ('matchup', models.CharField(blank=True, max_length=100)),
-                ('samples', models.PositiveSmallIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)])),
-                ('params', models.JSONField(blank=True, default=dict, help_text='Sampling settings for every model: temperature, top_p, max_tokens, ...')),
-                ('status', models.CharField(choices=[('draft', 'draft'), ('running', 'running'), ('finished', 'finished'), ('cancelled', 'cancelled')], default='draft', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.CharField(
+                        default=inference.models.new_public_id,
+                        editable=False,
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "slug",
+                    models.CharField(
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
+                                "Use letters, digits, dots, hyphens and underscores, starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("matchup", models.CharField(blank=True, max_length=100)),
+                (
+                    "samples",
+                    models.PositiveSmallIntegerField(
+                        default=1, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "params",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Sampling settings for every model: temperature, top_p, max_tokens, ...",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "draft"),
+                            ("running", "running"),
+                            ("finished", "finished"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="draft",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='ModelEndpoint',
+            name="ModelEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.CharField(max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z', 'Use letters, digits, dots, hyphens and underscores, starting with a letter or digit.')])),
-                ('name', models.CharField(max_length=200)),
-                ('model', models.CharField(help_text='Model name sent in each request.', max_length=200)),
-                ('dialect', models.CharField(choices=[('fastdeploy', 'FastDeploy'), ('vllm', 'vLLM'), ('openai', 'OpenAI')], default='openai', max_length=16)),
-                ('base_url', models.URLField(max_length=500)),
-                ('base_url_env', models.CharField(blank=True, max_length=100)),
-                ('api_key_env', models.CharField(blank=True, max_length=100)),
-                ('api_key', models.CharField(blank=True, max_length=500)),
-                ('vision', models.BooleanField(default=False)),
-                ('reasoning', models.CharField(choices=[('none', 'none'), ('field', 'separate field (reasoning / reasoning_content)'), ('think_tags', 'inline <think>…</think> in content')], default='none', max_length=16)),
-                ('max_concurrency', models.PositiveIntegerField(default=8, validators=[django.core.validators.MinValueValidator(1)])),
-                ('max_pixels', models.PositiveIntegerField(blank=True, null=True)),
-                ('timeout_s', models.PositiveIntegerField(default=600, validators=[django.core.validators.MinValueValidator(1)])),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "slug",
+                    models.CharField(
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
+                                "Use letters, digits, dots, hyphens and underscores, starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "model",
+                    models.CharField(help_text="Model name sent in each request.", max_length=200),
+                ),
+                (
+                    "dialect",
+                    models.CharField(
+                        choices=[
+                            ("fastdeploy", "FastDeploy"),
+                            ("vllm", "vLLM"),
+                            ("openai", "OpenAI"),
+                        ],
+                        default="openai",
+                        max_length=16,
+                    ),
+                ),
+                ("base_url", models.URLField(max_length=500)),
+                ("base_url_env", models.CharField(blank=True, max_length=100)),
+                ("api_key_env", models.CharField(blank=True, max_length=100)),
+                ("api_key", models.CharField(blank=True, max_length=500)),
+                ("vision", models.BooleanField(default=False)),
+                (
+                    "reasoning",
+                    models.CharField(
+                        choices=[
+                            ("none", "none"),
+                            ("field", "separate field (reasoning / reasoning_content)"),
+                            ("think_tags", "inline <think>…</think> in content"),
+                        ],
+                        default="none",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "max_concurrency",
+                    models.PositiveIntegerField(
+                        default=8, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                ("max_pixels", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "timeout_s",
+                    models.PositiveIntegerField(
+                        default=600, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Suite',
+            name="Suite",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z', 'Use letters, digits, dots, hyphens and underscores, starting with a letter or digit.')])),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
+                                "Use letters, digits, dots, hyphens and underscores, starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='TaskType',
+            name="TaskType",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=16, unique=True)),
-                ('name_zh', models.CharField(max_length=64)),
-                ('name_en', models.CharField(max_length=128)),
-                ('modality', models.CharField(choices=[('text', 'text'), ('vision', 'text + image')], default='text', max_length=8)),
-                ('description_zh', models.CharField(blank=True, max_length=200)),
-                ('description_en', models.CharField(blank=True, max_length=200)),
-                ('aliases', models.JSONField(blank=True, default=list)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.CharField(max_length=16, unique=True)),
+                ("name_zh", models.CharField(max_length=64)),
+                ("name_en", models.CharField(max_length=128)),
+                (
+                    "modality",
+                    models.CharField(
+                        choices=[("text", "text"), ("vision", "text + image")],
+                        default="text",
+                        max_length=8,
+                    ),
+                ),
+                ("description_zh", models.CharField(blank=True, max_length=200)),
+                ("description_en", models.CharField(blank=True, max_length=200)),
+                ("aliases", models.JSONField(blank=True, default=list)),
+                ("position", models.PositiveSmallIntegerField(default=0)),
             ],
             options={
-                'ordering': ['position', 'code'],
+                "ordering": ["position", "code"],
             },
         ),
         migrations.CreateModel(
-            name='CampaignModel',
+            name="CampaignModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('params_override', models.JSONField(blank=True, default=dict)),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='members', to='inference.campaign')),
-                ('endpoint', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='members', to='inference.modelendpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                ("params_override", models.JSONField(blank=True, default=dict)),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="members",
+                        to="inference.campaign",
+                    ),
+                ),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="members",
+                        to="inference.modelendpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['campaign', 'position'],
+                "ordering": ["campaign", "position"],
             },
         ),
         migrations.AddField(
-            model_name='campaign',
-            name='endpoints',
-            field=models.ManyToManyField(related_name='campaigns', through='inference.CampaignModel', to='inference.modelendpoint'),
+            model_name="campaign",
+            name="endpoints",
+            field=models.ManyToManyField(
+                related_name="campaigns",
+                through="inference.CampaignModel",
+                to="inference.modelendpoint",
+            ),
         ),
         migrations.AddField(
-            model_name='campaign',
-            name='suite',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='campaigns', to='inference.suite'),
+            model_name="campaign",
+            name="suite",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="campaigns",
+                to="inference.suite",
+            ),
         ),
         migrations.AddField(
-            model_name='campaign',
-            name='task_types',
-            field=models.ManyToManyField(blank=True, help_text='Leave empty for every task type of the suite.', related_name='campaigns', to='inference.tasktype'),
+            model_name="campaign",
+            name="task_types",
+            field=models.ManyToManyField(
+                blank=True,
+                help_text="Leave empty for every task type of the suite.",
+                related_name="campaigns",
+                to="inference.tasktype",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='campaignmodel',
-            constraint=models.UniqueConstraint(fields=('campaign', 'endpoint'), name='unique_campaign_model'),
+            model_name="campaignmodel",
+            constraint=models.UniqueConstraint(
+                fields=("campaign", "endpoint"), name="unique_campaign_model"
+            ),
         ),
     ]
