@@ -220,3 +220,92 @@ class CampaignModel(models.Model):
 
     def effective_params(self) -> dict[str, object]:
         return {**self.campaign.params, **self.params_override}
+
+
+class TaskImage(models.Model):
+    """An image, stored once per content hash (of the original bytes).
+
+    Bytes live in the database so that every worker, on any machine, can read them.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    sha256 = models.CharField(max_length=64, unique=True)
+    format = models.CharField(max_length=8)
+    mime = models.CharField(max_length=32, help_text=_("Type of the bytes sent to models."))
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    original = models.BinaryField()
+    normalised = models.BinaryField(
+        null=True, blank=True, help_text=_("Upright first frame, when it differs from the original.")
+    )
+    thumbnail = models.BinaryField()
+    size_bytes = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.format} {self.width}×{self.height} {self.sha256[:12]}"
+
+    @property
+    def payload(self) -> bytes:
+        """The bytes a model receives."""
+        return bytes(self.normalised) if self.normalised is not None else bytes(self.original)
+
+
+class TaskItemQuerySet(models.QuerySet["TaskItem"]):
+    def with_images(self) -> TaskItemQuerySet:
+        return self.prefetch_related(
+            models.Prefetch(
+                "item_images",
+                queryset=TaskItemImage.objects.select_related("image")
+                .defer("image__original", "image__normalised", "image__thumbnail")
+                .order_by("position"),
+            )
+        )
+
+
+class TaskItem(models.Model):
+    """One prompt of a suite, identified within it by the fixture's `id`."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    suite = models.ForeignKey(Suite, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=200)
+    task_type = models.ForeignKey(TaskType, on_delete=models.PROTECT, related_name="items")
+    prompt = models.TextField()
+    system = models.TextField(blank=True)
+    reference = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    images = models.ManyToManyField(TaskImage, through="TaskItemImage", related_name="items")
+    # Hash of everything imported for this item (images by hash), to report "unchanged".
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TaskItemQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["suite", "task_type__position", "external_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["suite", "external_id"], name="unique_item_per_suite")
+        ]
+        indexes = [models.Index(fields=["suite", "task_type"])]
+
+    def __str__(self) -> str:
+        return f"{self.suite.name}/{self.external_id}"
+
+    def ordered_images(self) -> list[TaskImage]:
+        return [link.image for link in self.item_images.all()]
+
+
+class TaskItemImage(models.Model):
+    item = models.ForeignKey(TaskItem, on_delete=models.CASCADE, related_name="item_images")
+    image = models.ForeignKey(TaskImage, on_delete=models.PROTECT, related_name="item_links")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["item", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "position"], name="unique_image_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item} #{self.position}"
