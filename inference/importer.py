@@ -436,9 +436,10 @@ def parse_items(
             processed[sha] = error
 
     items: list[ParsedItem] = []
-    for row, item, hashes in pending:
-        if item is None:
+    for row, parsed, hashes in pending:
+        if parsed is None:
             continue
+        item = parsed
         broken = False
         for position, shown, sha in hashes:
             result = processed.get(sha, sha)
