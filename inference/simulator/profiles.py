@@ -235,6 +235,8 @@ def load_profiles(
     if isinstance(data, Mapping) and "profiles" in data:
         data = data["profiles"]
     if isinstance(data, Mapping):
+        if not all(isinstance(values, Mapping) for values in data.values()):
+            raise ValueError(f"{path}: each model name must map to an object of profile fields")
         data = [{"name": name, **values} for name, values in data.items()]
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of profiles or an object of them")

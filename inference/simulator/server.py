@@ -20,6 +20,7 @@ This module shares no code with the app's client and does not import Django.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import binascii
@@ -358,7 +359,6 @@ class ChatRequest:
     prompt_text: str
     images: list[ImageInfo]
     directives: Directives
-    has_directives: bool
     canonical_messages: str
     max_tokens: int | None
     include_usage: bool
@@ -444,9 +444,9 @@ def parse_chat_request(body: object, dialect: Dialect) -> ChatRequest:
     )
     texts: list[str] = []
     images: list[ImageInfo] = []
-    directives, has_directives = Directives(), False
+    directives = Directives()
     clean_messages: list[dict[str, Any]] = []
-    prompt_text = ""
+    prompt_parts: list[str] = []
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or message.get("role") not in ROLES:
             raise bad_request(dialect, f"messages[{index}] needs a valid role.", "messages")
@@ -470,8 +470,7 @@ def parse_chat_request(body: object, dialect: Dialect) -> ChatRequest:
                         raise bad_request(dialect, f"Invalid simulator directive: {exc}") from exc
                     if present:
                         directives = directives.overridden_by(found)
-                        has_directives = True
-                    prompt_text += part_text
+                    prompt_parts.append(part_text)
                 texts.append(part_text)
                 clean_parts.append(part_text)
             elif kind == "image_url":
@@ -484,8 +483,8 @@ def parse_chat_request(body: object, dialect: Dialect) -> ChatRequest:
             else:
                 raise bad_request(dialect, f"Unsupported content part type: {kind!r}.")
         clean_messages.append({"role": message["role"], "content": clean_parts})
-    if not prompt_text:
-        prompt_text = " ".join(texts)
+    # The last user message decides the language; without text, whatever text there is.
+    prompt_text = "\n".join(prompt_parts) or "\n".join(texts)
 
     thinking, thinking_source = _requested_thinking(body)
     options = stream_options or {}
@@ -497,7 +496,6 @@ def parse_chat_request(body: object, dialect: Dialect) -> ChatRequest:
         prompt_text=prompt_text,
         images=images,
         directives=directives,
-        has_directives=has_directives,
         canonical_messages=json.dumps(clean_messages, ensure_ascii=False, sort_keys=True),
         max_tokens=max_tokens,
         # Both servers default include_usage to true once a stream_options object is sent.
@@ -575,7 +573,10 @@ def build_plan(
     temperature = body.get("temperature")
     # Greedy decoding does not depend on the seed.
     seed = None if temperature == 0 else body.get("seed")
-    rng = simtext.make_rng(profile.name, request.canonical_messages, seed, temperature)
+    key = (profile.name, request.canonical_messages, seed, temperature)
+    # Separate streams, so the answer does not change with the amount of reasoning before it.
+    reasoning_rng = simtext.make_rng(*key, "reasoning")
+    rng = simtext.make_rng(*key, "answer")
     language = simtext.detect_language(request.prompt_text)
 
     if profile.reasoning == "none":
@@ -590,9 +591,9 @@ def build_plan(
         reasoning_target = (
             directives.reasoning_tokens
             if directives.reasoning_tokens is not None
-            else rng.randint(*profile.reasoning_tokens)
+            else reasoning_rng.randint(*profile.reasoning_tokens)
         )
-        reasoning = simtext.compose_reasoning(rng, language, reasoning_target)
+        reasoning = simtext.compose_reasoning(reasoning_rng, language, reasoning_target)
         if directives.reasoning_tokens is not None:
             reasoning = reasoning[: directives.reasoning_tokens]
         if profile.dialect == "fastdeploy" and limit is not None:
@@ -605,9 +606,11 @@ def build_plan(
         directives.tokens if directives.tokens is not None else rng.randint(*profile.answer_tokens)
     )
     exact_answer = directives.tokens is not None
-    if fault == "length" and limit is not None:
-        # Make sure the answer runs into max_tokens.
-        answer_target = max(answer_target, limit + 16)
+    if fault == "length":
+        # The answer must run past the cut: max_tokens, else `tokens=`, else two thirds of it.
+        cut = limit if limit is not None else directives.tokens
+        if cut is not None:
+            answer_target = max(answer_target, cut + 16)
         exact_answer = False
     identity = simtext.identity_name(profile.name, language) if fault == "identity" else None
     answer = simtext.compose_answer(
@@ -627,15 +630,12 @@ def build_plan(
         units = [("content", unit) for unit in simtext.split_units(inline)]
         reasoning_count = len(simtext.split_units(opening + "".join(reasoning) + "\n</think>"))
     else:
-        units = [("reasoning", unit) for unit in reasoning] + [
-            ("content", unit) for unit in answer
-        ]
+        units = [("reasoning", unit) for unit in reasoning] + [("content", unit) for unit in answer]
         reasoning_count = len(reasoning)
 
     finish_reason = "stop"
     if fault == "length" and limit is None:
         limit = directives.tokens if directives.tokens is not None else max(1, len(units) * 2 // 3)
-        limit = min(limit, len(units) - 1) if len(units) > 1 else limit
     if limit is not None and len(units) > limit:
         units = units[:limit]
         finish_reason = "length"
@@ -650,7 +650,8 @@ def build_plan(
     tokens_per_chunk = directives.chunk or profile.tokens_per_chunk
     if directives.chunk is None and profile.dialect == "fastdeploy":
         # FastDeploy batches tokens per chunk only when the request asks for it.
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+        metadata = body.get("metadata")
+        metadata = metadata if isinstance(metadata, Mapping) else {}
         requested = body.get("max_streaming_response_tokens") or metadata.get(
             "max_streaming_response_tokens"
         )
@@ -722,7 +723,9 @@ class Wire:
                 completion_token_ids=None,
             )
             return self.envelope([{"index": 0, "delta": delta}])
-        return self.envelope([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return self.envelope(
+            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
+        )
 
     def text_chunk(
         self, units: list[tuple[Field, str]], finish_reason: str | None, elapsed: float
@@ -852,6 +855,8 @@ class ModelServer:
     ) -> None:
         self.dialect = dialect
         self.profiles = {name: p for name, p in profiles.items() if p.dialect == dialect}
+        # Scripted faults may target a model of either server: both share one state.
+        self.all_models = frozenset(profiles)
         self.state = state
         self.speed = speed
 
@@ -913,9 +918,8 @@ class ModelServer:
         if not isinstance(body, Mapping) or not isinstance(body.get("faults"), list):
             return _error_response(bad_request(self.dialect, "Expected {model, faults: [...]}."))
         model = body.get("model")
-        known = {name for name in _all_profiles(request.app)}
-        if model not in known:
-            return _error_response(_model_not_found(self.dialect, str(model), known))
+        if model not in self.all_models:
+            return _error_response(_model_not_found(self.dialect, str(model), self.all_models))
         try:
             items = [Directives.from_script(item) for item in body["faults"]]
         except DirectiveError as exc:
@@ -955,7 +959,11 @@ class ModelServer:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise bad_request(self.dialect, f"Invalid JSON body: {exc}") from exc
         if isinstance(body, dict):
-            self.state.update(entry, model=body.get("model"))
+            model = body.get("model")
+            self.state.update(entry, model=model)
+            # Like the real servers, an unknown model is refused before the body is examined.
+            if isinstance(model, str) and model and model not in self.profiles:
+                raise _model_not_found(self.dialect, model, set(self.profiles))
         parsed = parse_chat_request(body, self.dialect)
         self.state.update(
             entry,
@@ -970,9 +978,7 @@ class ModelServer:
             n_images=len(parsed.images),
             directives=parsed.directives.as_dict(),
         )
-        profile = self.profiles.get(parsed.model)
-        if profile is None:
-            raise _model_not_found(self.dialect, parsed.model, set(self.profiles))
+        profile = self.profiles[parsed.model]
         if parsed.images and not profile.vision:
             raise bad_request(self.dialect, self._no_vision_message(profile, len(parsed.images)))
         if profile.max_images is not None and len(parsed.images) > profile.max_images:
@@ -1072,7 +1078,10 @@ class ModelServer:
         fault = directives.fault
         response = web.StreamResponse(
             status=200,
-            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"},
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            },
         )
         await response.prepare(request)
 
@@ -1162,7 +1171,9 @@ class ModelServer:
                 content_type="application/json",
             )
         body = wire.completion(plan, include_usage=fault != "no_usage")
-        self.state.update(entry, status=200, emitted_tokens=plan.completion_tokens, outcome="completed")
+        self.state.update(
+            entry, status=200, emitted_tokens=plan.completion_tokens, outcome="completed"
+        )
         return web.json_response(body, dumps=_dumps)
 
 
@@ -1186,13 +1197,6 @@ def _model_not_found(dialect: Dialect, model: str, known: Iterable[str]) -> ApiE
 
 def _error_response(error: ApiError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers)
-
-
-def _all_profiles(app: web.Application) -> set[str]:
-    return set(app[_ALL_PROFILES_KEY])
-
-
-_ALL_PROFILES_KEY = web.AppKey("all_profiles", frozenset)
 
 
 async def _add_simulator_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -1234,8 +1238,7 @@ class RunningSimulator:
 
     async def close(self) -> None:
         """Stop both servers; streams still running are cancelled."""
-        for runner in reversed(self.runners):
-            await runner.cleanup()
+        await asyncio.gather(*(runner.cleanup() for runner in self.runners))
         self.runners.clear()
 
 
@@ -1262,7 +1265,6 @@ async def start_servers(
         servers: list[tuple[Dialect, int]] = [("fastdeploy", fastdeploy_port), ("vllm", vllm_port)]
         for dialect, port in servers:
             app = ModelServer(dialect, profiles, state, speed).app()
-            app[_ALL_PROFILES_KEY] = frozenset(profiles)
             # Cancel a stream whose client went away, as vLLM aborts such requests; a short
             # shutdown timeout so stopping never waits for a stalled stream.
             runner = web.AppRunner(
@@ -1282,10 +1284,40 @@ async def start_servers(
 
 def describe(running: RunningSimulator) -> list[str]:
     """One line per server: dialect, base URL and models."""
-    return [
-        f"{dialect} {url} models: {', '.join(running.models(dialect))}"
-        for dialect, url in (("fastdeploy", running.fastdeploy_url), ("vllm", running.vllm_url))
+    servers: list[tuple[Dialect, str]] = [
+        ("fastdeploy", running.fastdeploy_url),
+        ("vllm", running.vllm_url),
     ]
+    return [
+        f"{dialect} {url} models: {', '.join(running.models(dialect))}" for dialect, url in servers
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of ``python -m inference.simulator`` and
+    ``manage.py simulate_models``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--fastdeploy-port",
+        type=int,
+        default=8180,
+        help="port of the FastDeploy-style server (default 8180; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--vllm-port",
+        type=int,
+        default=8000,
+        help="port of the vLLM-style server (default 8000; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--profiles", metavar="FILE.json", help="JSON file that overrides or adds model profiles"
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="speed factor: divides every profile's TTFT and multiplies its token rate",
+    )
 
 
 def run(
@@ -1303,7 +1335,8 @@ def run(
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            # Not available off the main thread or on Windows; Ctrl-C then raises instead.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, stop.set)
         running = await start_servers(
             host=host,
@@ -1325,9 +1358,13 @@ def run(
 class SimulatorThread:
     """Both servers on ephemeral ports, in a background thread with its own event loop.
 
-    >>> with SimulatorThread(speed=10) as sim:
-    ...     client = openai.OpenAI(base_url=sim.base_url("Qwen/Qwen2.5-VL-32B-Instruct"), api_key="x")
-    ...     sim.requests()  # what the client sent
+    Example::
+
+        with SimulatorThread(speed=10) as sim:
+            url = sim.base_url("Qwen/Qwen2.5-VL-32B-Instruct")  # http://127.0.0.1:PORT/v1
+            client = openai.OpenAI(base_url=url, api_key="unused")
+            ...
+            sim.requests()  # what the client really sent
     """
 
     def __init__(

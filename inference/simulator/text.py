@@ -1,7 +1,8 @@
 """Deterministic text for the simulator: answers, reasoning, and the simulator's token unit.
 
 A simulator token ("unit") is one CJK character or punctuation mark, a run of whitespace before a
-CJK character, or up to six other non-space characters with the whitespace before them. Every
+CJK character, a ``<think>`` or ``</think>`` tag, or up to six other non-space characters, each
+with the whitespace before them. Every
 string splits into units that join back to the same string, so the server can stream exactly the
 units it counts in ``completion_tokens``.
 
@@ -20,7 +21,8 @@ from typing import Literal
 Language = Literal["zh", "en"]
 
 _CJK = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
-_UNIT_RE = re.compile(rf"[{_CJK}]|\s*[^\s{_CJK}]{{1,6}}|\s+")
+# `<think>` and `</think>` are single special tokens in the reasoning models' vocabularies.
+_UNIT_RE = re.compile(rf"\s*</?think>|[{_CJK}]|\s*[^\s{_CJK}]{{1,6}}|\s+")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD_RE = re.compile(r"[A-Za-z]+")
 
@@ -53,7 +55,7 @@ def make_rng(*parts: object) -> random.Random:
     return random.Random(stable_seed(*parts))  # noqa: S311
 
 
-_EN = {
+_EN: dict[str, list[str]] = {
     "openers": [
         "Here is a structured answer to the question.",
         "Let's look at this step by step.",
@@ -142,8 +144,6 @@ _EN = {
         "Overall, {s} {v} {o}, which answers the question.",
         "To conclude, {s} {v} {o}.",
     ],
-    "code_intro": "A short example in code:",
-    "code_comment": "# keep only the items that pass the check",
     "r_openers": [
         "Okay, let me think about this carefully.",
         "Alright, so the question is asking for a clear explanation.",
@@ -162,10 +162,9 @@ _EN = {
         "Okay, I think I have enough to write the answer now.",
         "Alright, that should cover it. Let me write the answer.",
     ],
-    "identity": "As {name}, I will answer based on what I know.",
 }
 
-_ZH = {
+_ZH: dict[str, list[str]] = {
     "openers": [
         "下面给出一个结构化的回答。",
         "我们可以分几个步骤来分析这个问题。",
@@ -215,7 +214,14 @@ _ZH = {
         "各个步骤的先后顺序",
         "陈述所处的具体语境",
     ],
-    "tails": ["", "", "，并保持前后一致", "，然后再下结论", "，在每个环节都是如此", "，这在实际中很常见"],
+    "tails": [
+        "",
+        "",
+        "，并保持前后一致",
+        "，然后再下结论",
+        "，在每个环节都是如此",
+        "，这在实际中很常见",
+    ],
     "connectors": [
         "在实际应用中，",
         "例如，",
@@ -229,10 +235,16 @@ _ZH = {
     "terms": ["定义", "背景", "方法", "示例", "验证", "局限", "结论", "假设", "结构", "依据"],
     "list_intros": ["主要要点如下：", "需要注意以下几点：", "具体来说："],
     "headings": ["分析", "详细说明", "要点", "解释", "小结"],
-    "closers": ["总之，{s}{v}{o}。", "综上所述，{s}{v}{o}。", "最后，{s}{v}{o}，这也回答了上面的问题。"],
-    "code_intro": "下面用一段简短的代码来说明：",
-    "code_comment": "# 只保留通过检查的元素",
-    "r_openers": ["好的，我来仔细想一想这个问题。", "嗯，首先要弄清楚题目到底在问什么。", "好，我先把问题重新梳理一下。"],
+    "closers": [
+        "总之，{s}{v}{o}。",
+        "综上所述，{s}{v}{o}。",
+        "最后，{s}{v}{o}，这也回答了上面的问题。",
+    ],
+    "r_openers": [
+        "好的，我来仔细想一想这个问题。",
+        "嗯，首先要弄清楚题目到底在问什么。",
+        "好，我先把问题重新梳理一下。",
+    ],
     "r_templates": [
         "首先，我需要确认{o}。",
         "等等，我应该再检查一下{o}。",
@@ -243,7 +255,19 @@ _ZH = {
         "嗯，{s}大概{v}{o}。",
     ],
     "r_closers": ["好，我现在可以整理答案了。", "嗯，这样应该差不多了，下面开始写回答。"],
-    "identity": "作为{name}，我会根据已有的知识来回答。",
+}
+
+_PHRASES: dict[Language, dict[str, str]] = {
+    "en": {
+        "code_intro": "A short example in code:",
+        "code_comment": "# keep only the items that pass the check",
+        "identity": "As {name}, I will answer based on what I know.",
+    },
+    "zh": {
+        "code_intro": "下面用一段简短的代码来说明：",
+        "code_comment": "# 只保留通过检查的元素",
+        "identity": "作为{name}，我会根据已有的知识来回答。",
+    },
 }
 
 _CODE_SNIPPETS = [
@@ -253,7 +277,7 @@ _CODE_SNIPPETS = [
         "    {comment}\n"
         "    result = []\n"
         "    for item in items:\n"
-        "        if item is not None and item != \"\":\n"
+        '        if item is not None and item != "":\n'
         "            result.append(item)\n"
         "    return result\n",
     ),
@@ -309,6 +333,7 @@ class _Writer:
         self.rng = rng
         self.language = language
         self.words = _ZH if language == "zh" else _EN
+        self.phrases = _PHRASES[language]
         self.parts: list[str] = []
         self.units = 0
 
@@ -352,10 +377,11 @@ def compose_answer(
     """
     writer = _Writer(rng, language)
     if identity:
-        writer.add(writer.words["identity"].format(name=identity) + " ")
+        writer.add(writer.phrases["identity"].format(name=identity) + " ")
     writer.add(writer.pick("openers") + ("" if language == "zh" else " ") + writer.paragraph(2))
     blocks_done = 0
     list_done = code_done = False
+    headings = rng.sample(writer.words["headings"], k=len(writer.words["headings"]))
     closer_estimate = 24
     while writer.units < target_units - closer_estimate:
         choice = rng.random()
@@ -365,8 +391,8 @@ def compose_answer(
         elif not code_done and (code or choice < 0.15) and blocks_done >= 1:
             writer.add("\n\n" + _code_block(writer))
             code_done = True
-        elif choice < 0.2:
-            writer.add(f"\n\n### {writer.pick('headings')}\n\n" + writer.paragraph(2))
+        elif choice < 0.2 and headings:
+            writer.add(f"\n\n### {headings.pop()}\n\n" + writer.paragraph(2))
         else:
             writer.add("\n\n" + writer.paragraph(rng.randint(2, 4)))
         blocks_done += 1
@@ -388,11 +414,11 @@ def _list_block(writer: _Writer) -> str:
 
 def _code_block(writer: _Writer) -> str:
     language, template = writer.rng.choice(_CODE_SNIPPETS)
-    comment = writer.words["code_comment"]
+    comment = writer.phrases["code_comment"]
     if language == "javascript":
         comment = "//" + comment[1:]
     body = template.format(fn=writer.rng.choice(_FUNCTION_NAMES), comment=comment)
-    return f"{writer.words['code_intro']}\n\n```{language}\n{body}```"
+    return f"{writer.phrases['code_intro']}\n\n```{language}\n{body}```"
 
 
 def compose_reasoning(rng: random.Random, language: Language, target_units: int) -> list[str]:
