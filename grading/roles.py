@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.models import Group
+
+from inference.access import admin_required, is_admin
 
 from .models import REVIEWERS_GROUP
 
-User = AbstractBaseUser | AnonymousUser
-
-
-def is_admin(user: Any) -> bool:
-    return bool(user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
+__all__ = ["admin_required", "is_admin", "is_reviewer", "reviewers_group"]
 
 
 def is_reviewer(user: Any) -> bool:
@@ -28,15 +22,3 @@ def is_reviewer(user: Any) -> bool:
 def reviewers_group() -> Group:
     group, _ = Group.objects.get_or_create(name=REVIEWERS_GROUP)
     return group
-
-
-def admin_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Let only admins through; everyone else gets 403 (login is enforced by middleware)."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not is_admin(request.user):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapped

@@ -92,6 +92,11 @@ class ImportReport:
     dry_run: bool = False
 
     @property
+    def task_type_counts(self) -> list[tuple[str, int]]:
+        """(code, items) pairs, largest first (templates cannot call Counter methods)."""
+        return self.by_task_type.most_common()
+
+    @property
     def total(self) -> int:
         return self.created + self.updated + self.unchanged
 

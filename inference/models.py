@@ -236,7 +236,9 @@ class TaskImage(models.Model):
     height = models.PositiveIntegerField()
     original = models.BinaryField()
     normalised = models.BinaryField(
-        null=True, blank=True, help_text=_("Upright first frame, when it differs from the original.")
+        null=True,
+        blank=True,
+        help_text=_("Upright first frame, when it differs from the original."),
     )
     thumbnail = models.BinaryField()
     size_bytes = models.PositiveIntegerField()

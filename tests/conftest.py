@@ -5,6 +5,7 @@ Personas: `admin` (staff), `alice` and `bob` (reviewers), `nobody` (logged-in us
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -26,15 +27,42 @@ REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-test-password-42"
 
 
-@pytest.fixture(autouse=True)
-def _plain_http_settings(settings: Any) -> None:
-    """Tests speak plain HTTP to the test client and do not run collectstatic first."""
+@pytest.fixture(autouse=True, scope="session")
+def _plain_http_settings() -> None:
+    """Tests speak plain HTTP (test client and live server) and do not run collectstatic.
+
+    Session-scoped and autouse, so it is in place before the live server builds its middleware.
+    """
     settings.SECURE_SSL_REDIRECT = False
+    settings.SECURE_HSTS_SECONDS = 0
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    settings.WHITENOISE_USE_FINDERS = True
     settings.WHITENOISE_AUTOREFRESH = True
+    os.makedirs(settings.STATIC_ROOT, exist_ok=True)
+
+
+def _is_transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        return True
+    return bool({"transactional_db", "live_server"} & set(request.fixturenames))
+
+
+@pytest.fixture(autouse=True)
+def _reference_data(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush every table afterwards, the migrated reference data included;
+    put it back (the data migrations' own functions are idempotent) before each of them."""
+    if not _is_transactional(request):
+        return
+    request.getfixturevalue("transactional_db")
+    from django.apps import apps
+
+    for module in ("inference.migrations.0002_task_types", "grading.migrations.0002_rubric_v1"):
+        importlib.import_module(module).install(apps, None)
 
 
 @pytest.fixture
@@ -186,3 +214,36 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         if "redis" in item.keywords:
             item.add_marker(skip)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """Debian's Chromium (never a downloaded browser), with the flags this machine needs."""
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium fonts-noto-cjk)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
+    # around it are still plain synchronous calls.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    return {
+        "executable_path": str(CHROMIUM),
+        "headless": True,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
+
+
+def browser_login(page: Any, base_url: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base_url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base_url}/")

@@ -6,76 +6,152 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('inference', '0002_task_types'),
+        ("inference", "0002_task_types"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TaskImage',
+            name="TaskImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=inference.models.new_public_id, editable=False, max_length=32, unique=True)),
-                ('sha256', models.CharField(max_length=64, unique=True)),
-                ('format', models.CharField(max_length=8)),
-                ('mime', models.CharField(help_text='Type of the bytes sent to models.', max_length=32)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('original', models.BinaryField()),
-                ('normalised', models.BinaryField(blank=True, help_text='Upright first frame, when it differs from the original.', null=True)),
-                ('thumbnail', models.BinaryField()),
-                ('size_bytes', models.PositiveIntegerField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.CharField(
+                        default=inference.models.new_public_id,
+                        editable=False,
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                ("sha256", models.CharField(max_length=64, unique=True)),
+                ("format", models.CharField(max_length=8)),
+                (
+                    "mime",
+                    models.CharField(help_text="Type of the bytes sent to models.", max_length=32),
+                ),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("original", models.BinaryField()),
+                (
+                    "normalised",
+                    models.BinaryField(
+                        blank=True,
+                        help_text="Upright first frame, when it differs from the original.",
+                        null=True,
+                    ),
+                ),
+                ("thumbnail", models.BinaryField()),
+                ("size_bytes", models.PositiveIntegerField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='TaskItem',
+            name="TaskItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=inference.models.new_public_id, editable=False, max_length=32, unique=True)),
-                ('external_id', models.CharField(max_length=200)),
-                ('prompt', models.TextField()),
-                ('system', models.TextField(blank=True)),
-                ('reference', models.TextField(blank=True)),
-                ('tags', models.JSONField(blank=True, default=list)),
-                ('content_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('suite', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='inference.suite')),
-                ('task_type', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='items', to='inference.tasktype')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.CharField(
+                        default=inference.models.new_public_id,
+                        editable=False,
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                ("external_id", models.CharField(max_length=200)),
+                ("prompt", models.TextField()),
+                ("system", models.TextField(blank=True)),
+                ("reference", models.TextField(blank=True)),
+                ("tags", models.JSONField(blank=True, default=list)),
+                ("content_hash", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "suite",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="inference.suite",
+                    ),
+                ),
+                (
+                    "task_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="items",
+                        to="inference.tasktype",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['suite', 'task_type__position', 'external_id'],
+                "ordering": ["suite", "task_type__position", "external_id"],
             },
         ),
         migrations.CreateModel(
-            name='TaskItemImage',
+            name="TaskItemImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField()),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='item_links', to='inference.taskimage')),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='item_images', to='inference.taskitem')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField()),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="item_links",
+                        to="inference.taskimage",
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="item_images",
+                        to="inference.taskitem",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['item', 'position'],
+                "ordering": ["item", "position"],
             },
         ),
         migrations.AddField(
-            model_name='taskitem',
-            name='images',
-            field=models.ManyToManyField(related_name='items', through='inference.TaskItemImage', to='inference.taskimage'),
+            model_name="taskitem",
+            name="images",
+            field=models.ManyToManyField(
+                related_name="items", through="inference.TaskItemImage", to="inference.taskimage"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='taskitemimage',
-            constraint=models.UniqueConstraint(fields=('item', 'position'), name='unique_image_position'),
+            model_name="taskitemimage",
+            constraint=models.UniqueConstraint(
+                fields=("item", "position"), name="unique_image_position"
+            ),
         ),
         migrations.AddIndex(
-            model_name='taskitem',
-            index=models.Index(fields=['suite', 'task_type'], name='inference_t_suite_i_5ea5af_idx'),
+            model_name="taskitem",
+            index=models.Index(
+                fields=["suite", "task_type"], name="inference_t_suite_i_5ea5af_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='taskitem',
-            constraint=models.UniqueConstraint(fields=('suite', 'external_id'), name='unique_item_per_suite'),
+            model_name="taskitem",
+            constraint=models.UniqueConstraint(
+                fields=("suite", "external_id"), name="unique_item_per_suite"
+            ),
         ),
     ]

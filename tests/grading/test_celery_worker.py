@@ -18,7 +18,9 @@ from grading.tasks import PING_KEY
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def _ping_through(broker_url: str, transport_options: Mapping[str, object], queue: str) -> str | None:
+def _ping_through(
+    broker_url: str, transport_options: Mapping[str, object], queue: str
+) -> str | None:
     token = secrets.token_hex(8)
     with Connection(broker_url, transport_options=dict(transport_options)) as conn:
         app.send_task("gradebench.ping", args=[token], queue=queue, connection=conn)

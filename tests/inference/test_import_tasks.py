@@ -11,6 +11,7 @@ import zipfile
 import zlib
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -55,8 +56,13 @@ def write_jsonl(folder: Path, rows: list[dict], name: str = "suite.jsonl") -> Pa
     return path
 
 
-TEXT = {"id": "t1", "task_type": "AR", "prompt": "猫之于老鼠,犹如狗之于?"}
-VISION = {"id": "v1", "task_type": "VQA", "prompt": "图中有几个圆?", "images": ["img/a.png"]}
+TEXT: dict[str, Any] = {"id": "t1", "task_type": "AR", "prompt": "猫之于老鼠,犹如狗之于?"}
+VISION: dict[str, Any] = {
+    "id": "v1",
+    "task_type": "VQA",
+    "prompt": "图中有几个圆?",
+    "images": ["img/a.png"],
+}
 
 
 def vision_folder(tmp_path: Path, rows: list[dict] | None = None) -> Path:
