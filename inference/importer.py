@@ -39,9 +39,11 @@ _BATCH = 500
 class FixtureError(Exception):
     """A fixture that cannot be imported; `problems` holds every `file:line: field: reason`."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, rejected: int = 0, total: int = 0) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.rejected = rejected
+        self.total = total
 
 
 @dataclass
@@ -516,8 +518,8 @@ def import_fixture(
     report = ImportReport(suite=suite_name, source=label, dry_run=dry_run)
     report.warnings = warnings + row_warnings
     if problems:
-        report.rejected = len({problem.split(": ", 1)[0] for problem in problems})
-        raise FixtureError(problems)
+        rejected = len(rows) - len(items)
+        raise FixtureError(problems, rejected=rejected, total=len(rows))
 
     with transaction.atomic():
         suite_obj = Suite.objects.filter(name=suite_name).first()

@@ -221,6 +221,12 @@ def test_malformed_json_line_names_the_line(tmp_path: Path) -> None:
     assert "s.jsonl:2: json: invalid JSON" in rejected(path)
 
 
+def test_failure_reports_how_many_items_were_rejected(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path, [TEXT, {**TEXT, "id": "t2", "prompt": ""}, {**TEXT, "id": "t3"}])
+    with pytest.raises(CommandError, match=r"rejected 1 of 3 items, 1 problem\(s\); nothing"):
+        call_command("import_tasks", str(path), stdout=StringIO(), stderr=StringIO())
+
+
 def test_malformed_json_array_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(

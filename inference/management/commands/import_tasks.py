@@ -44,7 +44,10 @@ class Command(BaseCommand):
         except FixtureError as error:
             for problem in error.problems:
                 self.stderr.write(problem)
-            raise CommandError(f"{len(error.problems)} problem(s); nothing was imported") from None
+            counts = f"rejected {error.rejected} of {error.total} items, " if error.total else ""
+            raise CommandError(
+                f"{counts}{len(error.problems)} problem(s); nothing was imported"
+            ) from None
         for warning in report.warnings:
             self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         if options["verbosity"] >= 2:

@@ -1,0 +1,113 @@
+"""`manage.py demo` (what `make demo` runs) serves the login page, its printed credentials log
+in, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.worker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def processes_using(var_dir: Path) -> list[int]:
+    """Pids of processes whose environment points at this demo's var folder."""
+    marker = f"GRADEBENCH_VAR_DIR={var_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def log_in(base: str, username: str, password: str) -> str:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{base}/login/").read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token, page
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": token.group(1)}
+    ).encode()
+    return opener.open(f"{base}/login/", data=form).read().decode()
+
+
+def test_demo_serves_logs_in_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    web, fastdeploy, vllm = free_port(), free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    }
+    env.update({"DEBUG": "1", "GRADEBENCH_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "demo.log"
+    command = [
+        sys.executable,
+        "manage.py",
+        "demo",
+        "--port",
+        str(web),
+        "--fastdeploy-port",
+        str(fastdeploy),
+        "--vllm-port",
+        str(vllm),
+    ]
+    with log.open("w") as handle:
+        demo = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "demo is ready" not in log.read_text():
+            assert demo.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        output = log.read_text()
+        admin_password = re.search(r"admin +admin / (\S+)", output)
+        reviewer_password = re.search(r"reviewer +reviewer / (\S+)", output)
+        assert admin_password and reviewer_password, output
+        base = f"http://127.0.0.1:{web}"
+        assert "Welcome, admin" in log_in(base, "admin", admin_password.group(1))
+        assert "Welcome, reviewer" in log_in(base, "reviewer", reviewer_password.group(1))
+        models = urllib.request.urlopen(f"http://127.0.0.1:{fastdeploy}/v1/models").read()
+        assert b"ERNIE-4.5-0.3B" in models
+        # A fresh machine: the reference study and the sample suite were loaded.
+        assert "endpoints: created 6, updated 0, unchanged 0" in output
+        assert re.search(r"^created \d{2,}, updated 0, unchanged 0$", output, re.M), output
+        assert len(processes_using(tmp_path)) >= 4  # demo, simulator, worker (+pool), web
+    finally:
+        # What a terminal does on Ctrl-C: SIGINT to the foreground process group.
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(timeout=40)
+    time.sleep(0.5)
+    assert processes_using(tmp_path) == [], log.read_text()[-3000:]
+    for port in (web, fastdeploy, vllm):
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.connect(("127.0.0.1", port))
