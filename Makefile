@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test bench install install-dev lint format typecheck messages clean
+.PHONY: demo test test-real bench install install-dev lint format typecheck messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ demo: install
 ## test: the whole test suite (SQLite and the embedded broker unless DATABASE_URL / REDIS_URL are set)
 test: install-dev
 	$(BIN)/python -m pytest
+
+## test-real: the tests marked real_server, against llama-cpp-python's server and the tiny GGUF
+## model (../shared/models/stories260K.gguf, or LLAMA_MODEL_PATH); builds .venv-real once (~7 min)
+.venv-real/.installed:
+	$(PYTHON) -m venv .venv-real
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 .venv-real/bin/pip install "llama-cpp-python[server]==0.3.36"
+	touch $@
+
+test-real: install-dev .venv-real/.installed
+	LLAMA_SERVER_PYTHON=$(CURDIR)/.venv-real/bin/python $(BIN)/python -m pytest -m real_server -p no:cacheprovider
 
 ## bench: the benchmarks named in the issues; they print their figures
 bench: install-dev

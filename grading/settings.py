@@ -234,6 +234,24 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "gradebench")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TIMEZONE = TIME_ZONE
+# Model requests are I/O-bound streams: a threads pool holds many of them at once. Set the
+# concurrency at least to the sum of max_concurrency of the endpoints that run at the same time.
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 64)
+
+# Dispatch of generations (inference/dispatch.py).
+# A running generation holds a lease that its worker renews; when a worker dies, the lease
+# runs out and the generation is queued again.
+GENERATION_LEASE_S = env_int("GENERATION_LEASE_S", 60)
+# A queued generation whose message has not been taken after this long is enqueued again
+# (a lost broker message, a restarted Redis without persistence).
+GENERATION_REQUEUE_S = env_int("GENERATION_REQUEUE_S", 120)
+DISPATCH_SWEEP_S = env_int("DISPATCH_SWEEP_S", 15)
+MODEL_MAX_ATTEMPTS = env_int("MODEL_MAX_ATTEMPTS", 3)
+MODEL_RETRY_BASE_S = float(env_str("MODEL_RETRY_BASE_S", "2"))
+MODEL_RETRY_CAP_S = float(env_str("MODEL_RETRY_CAP_S", "60"))
+# Longest silence tolerated while waiting for the next chunk (queueing + prefill included).
+MODEL_READ_TIMEOUT_S = env_int("MODEL_READ_TIMEOUT_S", 300)
 
 # Security. With DEBUG off the defaults are the production ones; each can be relaxed by
 # environment (for example behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=1).

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import io
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -160,3 +161,56 @@ def decode_data_url(url: str) -> bytes:
 def to_data_url(payload: bytes, mime: str) -> str:
     """`data:<mime>;base64,…` for a model request."""
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image ready for a request, and what the stored request records instead of base64."""
+
+    data_url: str
+    sha256: str
+    mime: str
+    width: int
+    height: int
+    resized: bool
+
+    def record(self) -> dict[str, object]:
+        return {
+            "sha256": self.sha256,
+            "mime": self.mime,
+            "width": self.width,
+            "height": self.height,
+            "resized": self.resized,
+        }
+
+
+def encode_for_request(
+    payload: bytes, mime: str, width: int, height: int, max_pixels: int | None
+) -> EncodedImage:
+    """A `data:` URL of the image a model receives, downscaled to `max_pixels` when set.
+
+    Downscaling keeps the aspect ratio (Qwen2.5-VL's servers were run with max_pixels 589824).
+    """
+    resized = False
+    if max_pixels and width * height > max_pixels:
+        scale = math.sqrt(max_pixels / (width * height))
+        size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+        with Image.open(io.BytesIO(payload)) as image:
+            smaller = image.convert("RGB" if mime == "image/jpeg" else "RGBA").resize(
+                size, Image.Resampling.LANCZOS
+            )
+        buffer = io.BytesIO()
+        if mime == "image/jpeg":
+            smaller.save(buffer, "JPEG", quality=95)
+        else:
+            smaller.save(buffer, "PNG")
+            mime = "image/png"
+        payload, (width, height), resized = buffer.getvalue(), size, True
+    return EncodedImage(
+        data_url=to_data_url(payload, mime),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        mime=mime,
+        width=width,
+        height=height,
+        resized=resized,
+    )

@@ -186,6 +186,11 @@ class Campaign(models.Model):
     status = models.CharField(
         max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT
     )
+    vision_items_to_text_models = models.BooleanField(
+        default=False,
+        help_text=_("Also send items with images to text-only models (without their images)."),
+    )
+    launched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -311,3 +316,98 @@ class TaskItemImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item} #{self.position}"
+
+
+class GenerationStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class UsageSource(models.TextChoices):
+    SERVER = "server", _("server")
+    ESTIMATED = "estimated", _("estimated")
+
+
+class GenerationQuerySet(models.QuerySet["Generation"]):
+    def finished(self) -> GenerationQuerySet:
+        return self.filter(
+            status__in=[
+                GenerationStatus.SUCCEEDED,
+                GenerationStatus.FAILED,
+                GenerationStatus.CANCELLED,
+            ]
+        )
+
+
+class Generation(models.Model):
+    """One answer: campaign × item × model × sample, created once when the campaign launches.
+
+    Timing fields follow DESIGN §5; `timings` keeps the raw offsets (seconds after t0, from
+    `time.perf_counter()` in the worker) so every figure can be recomputed.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generations")
+    item = models.ForeignKey(TaskItem, on_delete=models.PROTECT, related_name="generations")
+    endpoint = models.ForeignKey(
+        ModelEndpoint, on_delete=models.PROTECT, related_name="generations"
+    )
+    sample = models.PositiveSmallIntegerField(default=0)
+
+    status = models.CharField(
+        max_length=16, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Dispatch bookkeeping: who holds the row, until when, and when it was last enqueued.
+    claim_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+
+    request = models.JSONField(
+        default=dict, blank=True, help_text=_("Exact request; images as hashes.")
+    )
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    simulated = models.BooleanField(default=False)
+
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_source = models.CharField(max_length=16, choices=UsageSource.choices, blank=True)
+
+    ttft_ms = models.FloatField(null=True, blank=True)
+    ttfa_ms = models.FloatField(null=True, blank=True)
+    response_time_ms = models.FloatField(null=True, blank=True)
+    decode_tps = models.FloatField(null=True, blank=True)
+    e2e_tps = models.FloatField(null=True, blank=True)
+    tpot_ms = models.FloatField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GenerationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["campaign", "item", "endpoint", "sample"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "item", "endpoint", "sample"], name="unique_generation"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["endpoint", "status"]),
+            models.Index(fields=["campaign", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign.slug}/{self.item.external_id}/{self.endpoint.slug}#{self.sample}"

@@ -1,0 +1,315 @@
+"""Launching campaigns and handing generations to workers, at most `max_concurrency` per endpoint.
+
+The limit holds across every worker process on every machine because it is kept in the
+database: a generation is claimed (queued → running, with a lease) inside a transaction that
+locks its endpoint's row, after counting the endpoint's live leases. Only as many messages as an
+endpoint has free slots are ever enqueued, so a slow or saturated server never fills the queue
+in front of the others. A worker renews the leases of what it is running; when a worker dies its
+leases run out, `recover_expired` queues those generations again, and the claim token makes sure
+a late answer from a presumed-dead worker is never stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from .models import (
+    Campaign,
+    CampaignStatus,
+    Generation,
+    GenerationStatus,
+    ModelEndpoint,
+    TaskItem,
+)
+
+logger = logging.getLogger(__name__)
+HOSTNAME = socket.gethostname()
+
+
+# --- Launching -------------------------------------------------------------------------------
+
+
+def campaign_items(campaign: Campaign) -> Iterable[TaskItem]:
+    items = TaskItem.objects.filter(suite=campaign.suite).select_related("task_type")
+    task_types = list(campaign.task_types.values_list("pk", flat=True))
+    if task_types:
+        items = items.filter(task_type__in=task_types)
+    return items.order_by("task_type__position", "external_id")
+
+
+def launch(campaign: Campaign) -> int:
+    """Create the campaign's generations (each exactly once) and start dispatching them.
+
+    Launching again creates only what is missing (new items or models) and restarts dispatch.
+    Returns the number of generations created.
+    """
+    members = list(campaign.members.select_related("endpoint"))
+    items = list(campaign_items(campaign))
+    rows = [
+        Generation(campaign=campaign, item=item, endpoint=member.endpoint, sample=sample)
+        for member in members
+        for item in items
+        if member.endpoint.vision
+        or not item.task_type.is_vision
+        or campaign.vision_items_to_text_models
+        for sample in range(campaign.samples)
+    ]
+    with transaction.atomic():
+        before = campaign.generations.count()
+        Generation.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+        created = campaign.generations.count() - before
+        Campaign.objects.filter(pk=campaign.pk).update(
+            status=CampaignStatus.RUNNING, launched_at=campaign.launched_at or timezone.now()
+        )
+        endpoint_ids = [member.endpoint_id for member in members]
+        transaction.on_commit(lambda: pump(endpoint_ids))
+    campaign.refresh_from_db()
+    return created
+
+
+def cancel(campaign: Campaign) -> int:
+    """Cancel what has not finished; running requests stop at their next chunk."""
+    with transaction.atomic():
+        count = campaign.generations.filter(
+            status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
+        ).update(
+            status=GenerationStatus.CANCELLED,
+            error="cancelled by an admin",
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+        )
+        Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.CANCELLED)
+    return count
+
+
+def retry_failed(campaign: Campaign) -> int:
+    """Queue failed (and cancelled) generations again; their previous error is kept until then."""
+    with transaction.atomic():
+        count = campaign.generations.filter(
+            status__in=[GenerationStatus.FAILED, GenerationStatus.CANCELLED]
+        ).update(
+            status=GenerationStatus.QUEUED,
+            enqueued_at=None,
+            claim_token="",
+            lease_expires_at=None,
+            finished_at=None,
+        )
+        if count:
+            Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.RUNNING)
+            endpoint_ids = list(campaign.members.values_list("endpoint_id", flat=True))
+            transaction.on_commit(lambda: pump(endpoint_ids))
+    return count
+
+
+# --- Slots -----------------------------------------------------------------------------------
+
+
+def _live_running(endpoint_id: int, now: object) -> int:
+    return Generation.objects.filter(
+        endpoint_id=endpoint_id, status=GenerationStatus.RUNNING, lease_expires_at__gt=now
+    ).count()
+
+
+def pump(endpoint_ids: Iterable[int]) -> int:
+    """Enqueue queued generations into each endpoint's free slots; returns how many."""
+    from .tasks import run_generation
+
+    total = 0
+    for endpoint_id in set(endpoint_ids):
+        now = timezone.now()
+        stale = now - timedelta(seconds=settings.GENERATION_REQUEUE_S)
+        with transaction.atomic():
+            endpoint = ModelEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
+            if endpoint is None:
+                continue
+            waiting = Generation.objects.filter(
+                endpoint_id=endpoint_id, status=GenerationStatus.QUEUED
+            )
+            in_queue = waiting.filter(enqueued_at__gt=stale).count()
+            free = endpoint.max_concurrency - _live_running(endpoint_id, now) - in_queue
+            if free <= 0:
+                continue
+            ids = list(
+                waiting.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=stale))
+                .order_by("pk")
+                .values_list("pk", flat=True)[:free]
+            )
+            if not ids:
+                continue
+            Generation.objects.filter(pk__in=ids).update(enqueued_at=now)
+            transaction.on_commit(lambda ids=ids: [run_generation.delay(pk) for pk in ids])  # type: ignore[misc]
+            total += len(ids)
+    return total
+
+
+def claim(generation_id: int) -> Generation | None:
+    """Take a queued generation if its endpoint has a free slot; None if not ours to run."""
+    now = timezone.now()
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_related("endpoint", "campaign", "item__task_type")
+            .filter(pk=generation_id)
+            .first()
+        )
+        if generation is None or generation.status != GenerationStatus.QUEUED:
+            return None
+        endpoint = ModelEndpoint.objects.select_for_update().get(pk=generation.endpoint_id)
+        if _live_running(endpoint.pk, now) >= endpoint.max_concurrency:
+            # No slot: let a finishing generation enqueue this one again.
+            Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
+            return None
+        token = secrets.token_hex(8)
+        moved = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+            status=GenerationStatus.RUNNING,
+            claim_token=token,
+            lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
+            started_at=now,
+            worker=HOSTNAME,
+            enqueued_at=None,
+        )
+        if moved != 1:
+            return None
+    generation.refresh_from_db()
+    return generation
+
+
+def finish(generation: Generation, **fields: object) -> bool:
+    """Store the outcome, only if this worker still holds the generation (same claim token)."""
+    fields.setdefault("finished_at", timezone.now())
+    stored = Generation.objects.filter(
+        pk=generation.pk, claim_token=generation.claim_token, status=GenerationStatus.RUNNING
+    ).update(lease_expires_at=None, **fields)
+    if not stored:
+        logger.warning(
+            "result discarded: generation no longer held by this worker",
+            extra={"generation": generation.public_id},
+        )
+    _close_campaign_if_done(generation.campaign_id)
+    return bool(stored)
+
+
+def _close_campaign_if_done(campaign_id: int) -> None:
+    busy = Generation.objects.filter(
+        campaign_id=campaign_id,
+        status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING],
+    ).exists()
+    if not busy:
+        Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING).update(
+            status=CampaignStatus.FINISHED
+        )
+
+
+def recover_expired() -> int:
+    """Queue again the generations whose worker stopped renewing its lease."""
+    now = timezone.now()
+    count = Generation.objects.filter(
+        status=GenerationStatus.RUNNING, lease_expires_at__lt=now
+    ).update(
+        status=GenerationStatus.QUEUED,
+        claim_token="",
+        lease_expires_at=None,
+        enqueued_at=None,
+        worker="",
+    )
+    if count:
+        logger.warning("requeued generations whose worker stopped", extra={"count": count})
+    return count
+
+
+def sweep() -> int:
+    """Recover expired leases and fill every endpoint's free slots; safe to run anywhere."""
+    recover_expired()
+    endpoints = (
+        Generation.objects.filter(status=GenerationStatus.QUEUED)
+        .values("endpoint_id")
+        .annotate(n=Count("pk"))
+    )
+    return pump(row["endpoint_id"] for row in endpoints)
+
+
+# --- Leases ----------------------------------------------------------------------------------
+
+
+class Cancelled(Exception):
+    """The generation was cancelled (or taken over) while it ran."""
+
+
+class LeaseKeeper:
+    """Renews, from one thread per process, the leases of the generations running here."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[str, threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, generation: Generation) -> threading.Event:
+        lost = threading.Event()
+        with self._lock:
+            self._held[generation.pk] = (generation.claim_token, lost)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+        return lost
+
+    def release(self, generation: Generation) -> None:
+        with self._lock:
+            self._held.pop(generation.pk, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(max(0.2, settings.GENERATION_LEASE_S / 3))
+            try:
+                self.renew()
+            except Exception:
+                logger.exception("lease renewal failed")
+            finally:
+                connection.close()
+
+    def renew(self) -> None:
+        with self._lock:
+            held = dict(self._held)
+        if not held:
+            return
+        until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
+        still: set[int] = set()
+        for pk, (token, _) in held.items():
+            if Generation.objects.filter(
+                pk=pk, claim_token=token, status=GenerationStatus.RUNNING
+            ).update(lease_expires_at=until):
+                still.add(pk)
+        for pk, (_, lost) in held.items():
+            if pk not in still:
+                lost.set()
+
+
+lease_keeper = LeaseKeeper()
+
+
+def start_sweeper() -> threading.Thread:
+    """Run `sweep` every DISPATCH_SWEEP_S seconds in a daemon thread (one per worker process)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                close_old_connections()
+                sweep()
+            except Exception:
+                logger.exception("dispatch sweep failed")
+            finally:
+                connection.close()
+            time.sleep(settings.DISPATCH_SWEEP_S)
+
+    thread = threading.Thread(target=loop, name="dispatch-sweeper", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,144 @@
+"""Run one generation: build its request, stream it, store the answer and its timings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from django.conf import settings
+
+from . import dispatch
+from .client import EndpointConfig, ModelError, StreamResult, build_request, complete_with_retries
+from .images import encode_for_request
+from .metrics import speed_metrics
+from .models import Generation, GenerationStatus, ModelEndpoint, TaskItem
+
+logger = logging.getLogger(__name__)
+
+
+def endpoint_config(endpoint: ModelEndpoint) -> EndpointConfig:
+    return EndpointConfig(
+        base_url=endpoint.resolved_base_url(),
+        api_key=endpoint.resolved_api_key(),
+        model=endpoint.model,
+        dialect=endpoint.dialect,
+        reasoning=endpoint.reasoning,
+        timeout_s=float(endpoint.timeout_s),
+        read_timeout_s=float(min(endpoint.timeout_s, settings.MODEL_READ_TIMEOUT_S)),
+    )
+
+
+def build_messages(
+    item: TaskItem, endpoint: ModelEndpoint
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The chat messages to send, and the same with each image recorded by hash, not base64."""
+    messages: list[dict[str, Any]] = []
+    if item.system:
+        messages.append({"role": "system", "content": item.system})
+    images = item.ordered_images() if endpoint.vision else []
+    if not images:
+        messages.append({"role": "user", "content": item.prompt})
+        return messages, list(messages)
+    parts: list[dict[str, Any]] = [{"type": "text", "text": item.prompt}]
+    recorded: list[dict[str, Any]] = [{"type": "text", "text": item.prompt}]
+    for image in images:
+        encoded = encode_for_request(
+            image.payload, image.mime, image.width, image.height, endpoint.max_pixels
+        )
+        parts.append({"type": "image_url", "image_url": {"url": encoded.data_url}})
+        recorded.append({"type": "image_url", "image": encoded.record()})
+    messages.append({"role": "user", "content": parts})
+    return messages, [*messages[:-1], {"role": "user", "content": recorded}]
+
+
+def request_params(generation: Generation) -> dict[str, Any]:
+    member = generation.campaign.members.filter(endpoint=generation.endpoint).first()
+    params = dict(member.effective_params() if member else generation.campaign.params)
+    # Samples of one item differ only through the seed, when the campaign sets one.
+    if params.get("seed") is not None:
+        params["seed"] = int(params["seed"]) + generation.sample
+    return params
+
+
+def _outcome(result: StreamResult) -> dict[str, Any]:
+    counts = result.token_counts()
+    timings = asdict(result.timings)
+    timings.update(
+        {"chunks": result.chunks, "text_chunks": result.text_chunks, "max_gap_s": result.max_gap_s}
+    )
+    return {
+        "content": result.content,
+        "reasoning": result.reasoning,
+        "finish_reason": result.finish_reason,
+        "http_status": result.http_status,
+        "simulated": result.simulated,
+        "timings": timings,
+        **counts,
+        **speed_metrics(result.timings, counts["completion_tokens"]),
+    }
+
+
+def run_generation(generation_id: int) -> str:
+    """Claim, run and store one generation; returns what happened (for logs and tests)."""
+    generation = dispatch.claim(generation_id)
+    if generation is None:
+        return "skipped"
+    endpoint = generation.endpoint
+    lost = dispatch.lease_keeper.hold(generation)
+
+    def heartbeat() -> None:
+        if lost.is_set():
+            raise dispatch.Cancelled
+
+    try:
+        item = TaskItem.objects.with_images().get(pk=generation.item_id)
+        config = endpoint_config(endpoint)
+        messages, recorded = build_messages(item, endpoint)
+        request = build_request(config, messages, request_params(generation))
+        stored_request = {**request, "messages": recorded, "base_url": config.base_url}
+        Generation.objects.filter(pk=generation.pk).update(request=stored_request)
+        result, attempts = complete_with_retries(
+            config,
+            request,
+            max_attempts=settings.MODEL_MAX_ATTEMPTS,
+            backoff_base_s=settings.MODEL_RETRY_BASE_S,
+            backoff_cap_s=settings.MODEL_RETRY_CAP_S,
+            heartbeat=heartbeat,
+        )
+        dispatch.finish(
+            generation,
+            status=GenerationStatus.SUCCEEDED,
+            attempts=generation.attempts + attempts,
+            error="",
+            **_outcome(result),
+        )
+        return "succeeded"
+    except ModelError as error:
+        fields: dict[str, Any] = {}
+        if error.partial is not None and error.partial.received_text:
+            fields = _outcome(error.partial)
+        dispatch.finish(
+            generation,
+            **{
+                **fields,
+                "status": GenerationStatus.FAILED,
+                "attempts": generation.attempts + error.attempts,
+                "error": error.message,
+                "http_status": error.http_status,
+            },
+        )
+        return "failed"
+    except dispatch.Cancelled:
+        return "cancelled"
+    except Exception as error:
+        logger.exception("generation crashed", extra={"generation": generation.public_id})
+        dispatch.finish(
+            generation,
+            status=GenerationStatus.FAILED,
+            error=f"internal error: {type(error).__name__}: {error}",
+        )
+        return "failed"
+    finally:
+        dispatch.lease_keeper.release(generation)
+        dispatch.pump([endpoint.pk])

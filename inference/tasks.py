@@ -1,0 +1,29 @@
+"""Celery tasks of the inference app: thin wrappers taking ids. Task names are a contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from . import dispatch, generate
+
+
+@shared_task(name="inference.run_generation", ignore_result=True)
+def run_generation(generation_id: int) -> str:
+    """Run one generation; a redelivered message for a finished one does nothing."""
+    return generate.run_generation(generation_id)
+
+
+@shared_task(name="inference.sweep", ignore_result=True)
+def sweep() -> int:
+    """Requeue generations of dead workers and fill free endpoint slots."""
+    return dispatch.sweep()
+
+
+@worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    # Every worker keeps dispatch moving on its own, so `celery -A grading worker` needs no
+    # beat and serves endpoints added after it started.
+    dispatch.start_sweeper()
