@@ -286,31 +286,13 @@ def stream_chat(
         timings["t_end"] = time.perf_counter() - t0
     except openai.APIStatusError as error:
         raise _status_error(error) from None
-    except openai.APITimeoutError:
-        raise _stream_failure(
-            f"timed out (no data for {config.read_timeout_s:.0f} s)", result, timings, last_text
-        ) from None
-    except openai.APIConnectionError as error:
-        cause = error.__cause__ or error
-        raise _stream_failure(
-            f"connection failed: {type(cause).__name__}: {cause}", result, timings, last_text
-        ) from None
-    except _ErrorEvent as error:
-        raise _stream_failure(
-            f"error event in the stream: {error}", result, timings, last_text
-        ) from None
-    except openai.APIError as error:
-        raise _stream_failure(
-            f"error event in the stream: {error.message}", result, timings, last_text
-        ) from None
-    except json.JSONDecodeError as error:
-        raise _stream_failure(
-            f"malformed chunk in the stream: {error.msg}", result, timings, last_text
-        ) from None
     except ModelError as error:
         _finish(result, content_parts, reasoning_parts, timings, last_text, config)
         error.partial = result
         raise
+    except (openai.APIError, _ErrorEvent, json.JSONDecodeError) as error:
+        _finish(result, content_parts, reasoning_parts, timings, last_text, config)
+        raise _stream_failure(_describe(error, config), result) from None
     _finish(result, content_parts, reasoning_parts, timings, last_text, config)
     if not result.received_text:
         raise ModelError(
@@ -333,21 +315,22 @@ def _raise_error_event(chunk: Any) -> None:
     raise _ErrorEvent(f"{message} (code {code})" if code else str(message))
 
 
-def _stream_failure(
-    message: str,
-    result: StreamResult,
-    timings: dict[str, float | None],
-    last_text: float | None,
-) -> ModelError:
+def _describe(error: Exception, config: EndpointConfig) -> str:
+    if isinstance(error, openai.APITimeoutError):
+        return f"timed out (no data for {config.read_timeout_s:.0f} s)"
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error
+        return f"connection failed: {type(cause).__name__}: {cause}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"malformed chunk in the stream: {error.msg}"
+    if isinstance(error, openai.APIError):
+        return f"error event in the stream: {error.message}"
+    return f"error event in the stream: {error}"
+
+
+def _stream_failure(message: str, result: StreamResult) -> ModelError:
     # Before the first token nothing was lost: the request can simply be sent again.
-    before_first_token = timings.get("t_first_token") is None
-    result.timings = Timings(
-        t_headers=timings.get("t_headers"),
-        t_first_chunk=timings.get("t_first_chunk"),
-        t_first_token=timings.get("t_first_token"),
-        t_first_answer=timings.get("t_first_answer"),
-        t_last_token=last_text,
-    )
+    before_first_token = not result.received_text
     suffix = "" if before_first_token else " after the answer had started"
     return ModelError(
         message + suffix,
@@ -369,7 +352,9 @@ def _finish(
     reasoning = "".join(reasoning_parts)
     first_answer = timings.get("t_first_answer")
     if config.reasoning == "think_tags":
-        inline_reasoning, answer, closed = split_think(content)
+        inline_reasoning, answer, closed = split_think(
+            content, cut_off=result.finish_reason == "length"
+        )
         if closed or inline_reasoning:
             reasoning = (
                 (reasoning + "\n" + inline_reasoning).strip() if reasoning else inline_reasoning

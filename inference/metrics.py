@@ -57,12 +57,13 @@ def speed_metrics(timings: Timings, completion_tokens: int | None) -> dict[str, 
     return metrics
 
 
-def split_think(content: str) -> tuple[str, str, bool]:
+def split_think(content: str, cut_off: bool = False) -> tuple[str, str, bool]:
     """Split inline reasoning from an answer: `(reasoning, answer, closed)`.
 
     DeepSeek-R1 distills put their reasoning before `</think>` in the content; the opening tag
-    is often missing because the chat template already sent it. Without a closing tag the text
-    is reasoning only if it opened with `<think>` (cut off mid-thought), else it is all answer.
+    is often missing because the chat template already sent it. Without a closing tag, the text
+    is reasoning if it opened with `<think>` or was cut off by the length limit (the model was
+    still thinking); otherwise it is all answer.
     """
     close = content.find(THINK_CLOSE)
     stripped = content.lstrip()
@@ -74,6 +75,8 @@ def split_think(content: str) -> tuple[str, str, bool]:
         return reasoning.strip(), content[close + len(THINK_CLOSE) :].strip(), True
     if stripped.startswith(THINK_OPEN):
         return stripped[len(THINK_OPEN) :].strip(), "", False
+    if cut_off:
+        return stripped.strip(), "", False
     return "", content.strip(), False
 
 
