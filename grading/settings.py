@@ -232,7 +232,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "gradebench")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A model request in flight does not depend on the broker: let it finish and store its answer
+# when the broker connection drops (the database, not the message, records what is done).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# No broadcast remote control: nothing here uses it (liveness is a task: grading.workers), and
+# its Redis pub/sub channel is what fails to recover when Redis restarts under a busy worker.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = env_bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", False)
 CELERY_TIMEZONE = TIME_ZONE
 # Model requests are I/O-bound streams: a threads pool holds many of them at once. Set the
 # concurrency at least to the sum of max_concurrency of the endpoints that run at the same time.

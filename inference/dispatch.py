@@ -123,8 +123,6 @@ def _live_running(endpoint_id: int, now: object) -> int:
 
 def pump(endpoint_ids: Iterable[int]) -> int:
     """Enqueue queued generations into each endpoint's free slots; returns how many."""
-    from .tasks import run_generation
-
     total = 0
     for endpoint_id in set(endpoint_ids):
         now = timezone.now()
@@ -148,9 +146,26 @@ def pump(endpoint_ids: Iterable[int]) -> int:
             if not ids:
                 continue
             Generation.objects.filter(pk__in=ids).update(enqueued_at=now)
-            transaction.on_commit(lambda ids=ids: [run_generation.delay(pk) for pk in ids])  # type: ignore[misc]
+            transaction.on_commit(lambda ids=ids: _enqueue(ids))  # type: ignore[misc]
             total += len(ids)
     return total
+
+
+def _enqueue(ids: list[int]) -> None:
+    from .tasks import run_generation
+
+    # The queue is read at call time so a deployment (or a test) can point it elsewhere.
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    for position, pk in enumerate(ids):
+        try:
+            run_generation.apply_async(args=(pk,), queue=queue)
+        except Exception:
+            # The broker is away (restarting, unreachable): leave these for the next sweep.
+            logger.warning("broker unavailable; will enqueue later", exc_info=True)
+            Generation.objects.filter(pk__in=ids[position:], status=GenerationStatus.QUEUED).update(
+                enqueued_at=None
+            )
+            return
 
 
 def claim(generation_id: int) -> Generation | None:

@@ -153,31 +153,22 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProces
     """
     started: list[WorkerProcess] = []
 
-    def start(broker_url: str | None = None, **env: str) -> WorkerProcess:
-        queue = f"test-{uuid.uuid4().hex[:8]}"
-        log = tmp_path / f"{queue}.log"
-        overrides = dict(env)
+    def start(
+        broker_url: str | None = None, queue: str | None = None, concurrency: int = 8, **env: str
+    ) -> WorkerProcess:
+        queue = queue or f"test-{uuid.uuid4().hex[:8]}"
+        name = f"{queue}-{len(started)}"
+        log = tmp_path / f"{name}.log"
+        overrides = {"CELERY_DEFAULT_QUEUE": queue, **env}
         if broker_url is not None:
             overrides["CELERY_BROKER_URL"] = broker_url
+        # fmt: off
         command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "grading",
-            "worker",
-            "-Q",
-            queue,
-            "-n",
-            f"{queue}@%h",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
+            sys.executable, "-m", "celery", "-A", "grading", "worker",
+            "-Q", queue, "-n", f"{name}@%h", "--concurrency", str(concurrency),
+            "--loglevel", "INFO", "--without-mingle", "--without-gossip", "--without-heartbeat",
         ]
+        # fmt: on
         handle = log.open("w")
         process = subprocess.Popen(
             command,

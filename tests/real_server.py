@@ -1,8 +1,16 @@
 """A real OpenAI-compatible server (llama-cpp-python) with a real tiny model, for `make test-real`.
 
-Test modules marked `real_server` import the fixture:
+Test modules marked `real_server` load this module as a plugin to get the session-scoped
+`llama_server` fixture (one server for the whole session, whichever modules ask for it):
 
-    from tests.real_server import llama_server  # noqa: F401
+    if TYPE_CHECKING:  # a plain import here would keep pytest from rewriting its asserts
+        from tests.real_server import LlamaServer
+
+    pytest_plugins = ["tests.real_server"]
+    pytestmark = pytest.mark.real_server
+
+(Importing the fixture function itself, `from tests.real_server import llama_server`, also works
+for pytest but ruff flags every test parameter of that name as F811, a redefinition.)
 
 `make test-real` builds `.venv-real/` (llama-cpp-python[server]) once and sets
 LLAMA_SERVER_PYTHON to its interpreter. The model is `../shared/models/stories260K.gguf` relative

@@ -68,7 +68,9 @@ def test_fastdeploy_answer_with_server_usage_and_timings(simulator: SimulatorThr
 
 
 def test_inline_think_tags_without_opening_tag_are_split(simulator: SimulatorThread) -> None:
-    result, _ = run(endpoint(simulator, R1, "think_tags"), "1+1=? [[sim: tps=4000]]", max_tokens=4000)
+    result, _ = run(
+        endpoint(simulator, R1, "think_tags"), "1+1=? [[sim: tps=4000]]", max_tokens=4000
+    )
     assert result.reasoning and result.content
     assert "</think>" not in result.content and "<think>" not in result.reasoning
     t = result.timings
@@ -210,7 +212,9 @@ def test_server_down_is_retryable_and_readable() -> None:
     assert "connection failed" in caught.value.message
 
 
-def test_inline_reasoning_cut_off_by_the_length_limit_is_reasoning(simulator: SimulatorThread) -> None:
+def test_inline_reasoning_cut_off_by_the_length_limit_is_reasoning(
+    simulator: SimulatorThread,
+) -> None:
     result, _ = run(endpoint(simulator, R1, "think_tags"), "1+1=? [[sim: tps=4000]]", max_tokens=10)
     assert result.finish_reason == "length"
     assert result.reasoning and result.content == ""
