@@ -5,27 +5,39 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
+from . import dispatch
 from .access import HtmxHttpRequest, admin_required
 from .importer import FixtureError, import_fixture
-from .models import Suite, TaskImage, TaskItem, TaskType
+from .models import (
+    Campaign,
+    Generation,
+    GenerationStatus,
+    Suite,
+    TaskImage,
+    TaskItem,
+    TaskType,
+)
 
 UPLOAD_SUFFIXES = (".json", ".jsonl", ".csv", ".zip")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 UPLOAD_TTL_S = 24 * 3600
 PREVIEW_ROWS = 10
 SESSION_KEY = "pending-imports"
+FINISHED_STATES = [GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED]
 
 
 @admin_required
@@ -173,3 +185,114 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
     request.session[SESSION_KEY] = pending
     context.update({"report": report, "token": token, "filename": name})
     return render(request, template, context)
+
+
+# --- Campaign runs ---------------------------------------------------------------------------
+
+
+@admin_required
+@require_GET
+def campaigns(request: HttpRequest) -> HttpResponse:
+    """Every campaign with its run status, from one aggregate query."""
+    rows = (
+        Campaign.objects.select_related("suite")
+        .annotate(
+            total=Count("generations"),
+            done=Count("generations", filter=Q(generations__status__in=FINISHED_STATES)),
+            failed=Count("generations", filter=Q(generations__status=GenerationStatus.FAILED)),
+            simulated=Count("generations", filter=Q(generations__simulated=True)),
+        )
+        .order_by("slug")
+    )
+    return render(request, "inference/campaigns.html", {"campaigns": rows})
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """The run page: progress per model, rate, ETA, recent errors; launch, cancel, retry."""
+    campaign = get_object_or_404(Campaign.objects.select_related("suite"), public_id=public_id)
+    if request.method == "POST":
+        if "launch" in request.POST:
+            created = dispatch.launch(campaign)
+            messages.success(request, f"Launched: {created} new generations.")
+        elif "cancel" in request.POST:
+            messages.success(request, f"Cancelled {dispatch.cancel(campaign)} generations.")
+        elif "retry" in request.POST:
+            messages.success(
+                request, f"Queued {dispatch.retry_failed(campaign)} generations again."
+            )
+        return redirect("campaign-run", public_id=campaign.public_id)
+    context = run_progress(campaign)
+    if request.htmx and request.GET.get("part") == "progress":
+        return render(request, "inference/campaign_run.html#progress", context)
+    return render(request, "inference/campaign_run.html", context)
+
+
+def run_progress(campaign: Campaign) -> dict[str, object]:
+    """Per-model counts by status, rate over the last minute, ETA and the latest errors."""
+    now = timezone.now()
+    recent = now - timedelta(seconds=60)
+    members = list(campaign.members.select_related("endpoint").order_by("position"))
+    counts = (
+        campaign.generations.values("endpoint_id")
+        .annotate(
+            **{state: Count("pk", filter=Q(status=state)) for state in GenerationStatus.values},
+            last_minute=Count("pk", filter=Q(finished_at__gte=recent)),
+            total=Count("pk"),
+        )
+        .order_by()
+    )
+    by_endpoint = {row["endpoint_id"]: row for row in counts}
+    models = []
+    for member in members:
+        row = by_endpoint.get(member.endpoint_id, {"total": 0, "last_minute": 0})
+        total = row.get("total", 0)
+        finished = sum(row.get(state, 0) for state in FINISHED_STATES)
+        remaining = total - finished
+        rate = row.get("last_minute", 0)  # per minute
+        models.append(
+            {
+                "endpoint": member.endpoint,
+                "override": member.params_override,
+                "total": total,
+                "counts": {state: row.get(state, 0) for state in GenerationStatus.values},
+                "percent": {
+                    state: (100.0 * row.get(state, 0) / total if total else 0.0)
+                    for state in GenerationStatus.values
+                },
+                "rate_per_min": rate,
+                "eta_min": (remaining / rate) if rate and remaining else None,
+                "remaining": remaining,
+            }
+        )
+    errors = (
+        campaign.generations.filter(status=GenerationStatus.FAILED)
+        .select_related("endpoint", "item")
+        .only("public_id", "error", "finished_at", "endpoint__slug", "item__external_id")
+        .order_by("-finished_at")[:8]
+    )
+    active = campaign.generations.filter(
+        status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
+    ).exists()
+    return {
+        "campaign": campaign,
+        "models": models,
+        "errors": errors,
+        "active": active,
+        "launched": any(model["total"] for model in models),
+        # Work waits but nothing runs or finishes: most likely no worker is up.
+        "stalled": active and not any(m["counts"]["running"] or m["rate_per_min"] for m in models),
+        "simulated": campaign.generations.filter(simulated=True).exists(),
+        "fairness": [m for m in models if m["override"]],
+    }
+
+
+@admin_required
+@require_GET
+def generation_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    generation = get_object_or_404(
+        Generation.objects.select_related("campaign", "endpoint", "item__task_type"),
+        public_id=public_id,
+    )
+    return render(request, "inference/generation_detail.html", {"g": generation})

@@ -101,7 +101,13 @@ def test_demo_serves_logs_in_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
         # A fresh machine: the reference study and the sample suite were loaded.
         assert "endpoints: created 6, updated 0, unchanged 0" in output
         assert re.search(r"^created \d{2,}, updated 0, unchanged 0$", output, re.M), output
-        assert len(processes_using(tmp_path)) >= 4  # demo, simulator, worker (+pool), web
+        assert len(processes_using(tmp_path)) >= 4  # demo, simulator, worker, web
+        # The three reference matchups run against the simulator.
+        assert re.search(r"campaign small: \d+ new generations queued", output), output
+        deadline = time.monotonic() + 60
+        while ": 'succeeded'" not in log.read_text():  # a task's return value in the worker log
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
     finally:
         # What a terminal does on Ctrl-C: SIGINT to the foreground process group.
         os.killpg(demo.pid, signal.SIGINT)

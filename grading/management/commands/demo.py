@@ -41,6 +41,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--setup-only", action="store_true", help="Prepare data and users, start nothing."
         )
+        parser.add_argument(
+            "--no-launch", action="store_true", help="Do not launch the reference campaigns."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.setup()
@@ -54,6 +57,7 @@ class Command(BaseCommand):
             credentials,
             options["fastdeploy_port"],
             options["vllm_port"],
+            not options["no_launch"],
         )
 
     def setup(self) -> None:
@@ -94,6 +98,7 @@ class Command(BaseCommand):
         credentials: dict[str, str],
         fastdeploy_port: int = 8180,
         vllm_port: int = 8000,
+        launch: bool = True,
     ) -> None:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
@@ -119,6 +124,13 @@ class Command(BaseCommand):
         commands.append(("web", [python, manage, "runserver", f"{host}:{port}", "--noreload"]))
 
         processes: list[subprocess.Popen[bytes]] = []
+        # The reference study's endpoints read their base URLs from these: point them at the
+        # simulator this demo starts.
+        env = {
+            **os.environ,
+            "FASTDEPLOY_URL": f"http://127.0.0.1:{fastdeploy_port}/v1",
+            "VLLM_URL": f"http://127.0.0.1:{vllm_port}/v1",
+        }
 
         def stop(*_: object) -> None:
             # Ask each child to shut down (a Celery worker stops its own pool), and only
@@ -140,11 +152,13 @@ class Command(BaseCommand):
             self.stdout.write(f"starting {name}: {' '.join(command[1:])}")
             # Each child leads its own process group so stopping reaches its children too.
             processes.append(
-                subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)
+                subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
             )
 
         url = f"http://{host}:{port}/"
         if _wait_for(url + "healthz", processes, timeout_s=90):
+            if launch:
+                self.launch_campaigns()
             self.print_credentials(credentials, url)
         while True:
             for process in processes:
@@ -152,6 +166,15 @@ class Command(BaseCommand):
                     self.stderr.write(f"a demo process exited with status {process.returncode}")
                     stop()
             time.sleep(0.5)
+
+    def launch_campaigns(self) -> None:
+        """Launch the reference matchups against the simulator (once; later runs resume)."""
+        from inference import dispatch
+        from inference.models import Campaign
+
+        for campaign in Campaign.objects.order_by("slug"):
+            created = dispatch.launch(campaign)
+            self.stdout.write(f"campaign {campaign.slug}: {created} new generations queued")
 
     def print_credentials(self, credentials: dict[str, str], url: str | None) -> None:
         lines = ["", "gradebench demo is ready" if url else "gradebench demo data is ready"]

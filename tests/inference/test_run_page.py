@@ -1,0 +1,165 @@
+"""The run page: progress per model, polling only while the run is active, actions, detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from inference.models import (
+    Campaign,
+    CampaignModel,
+    Generation,
+    ModelEndpoint,
+    Suite,
+    TaskItem,
+    TaskType,
+)
+from tests.conftest import logged_in
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def campaign(db: None) -> Campaign:
+    suite = Suite.objects.create(name="s")
+    qa = TaskType.objects.get(code="QA")
+    items = [
+        TaskItem.objects.create(
+            suite=suite, external_id=f"i{n}", task_type=qa, prompt="p", content_hash="x"
+        )
+        for n in range(4)
+    ]
+    campaign = Campaign.objects.create(
+        slug="c", name="Campaign C", suite=suite, params={"temperature": 0.7}
+    )
+    for position, slug in enumerate(["alpha", "beta"]):
+        endpoint = ModelEndpoint.objects.create(
+            slug=slug, name=slug.title(), model=slug, base_url="http://127.0.0.1:9/v1"
+        )
+        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=position)
+        for item in items:
+            Generation.objects.create(campaign=campaign, item=item, endpoint=endpoint)
+    return campaign
+
+
+def set_states(campaign: Campaign, slug: str, *states: str, **fields: Any) -> None:
+    for generation, state in zip(
+        campaign.generations.filter(endpoint__slug=slug).order_by("pk"), states, strict=False
+    ):
+        Generation.objects.filter(pk=generation.pk).update(
+            status=state, finished_at=timezone.now(), **fields
+        )
+
+
+def test_run_page_shows_progress_per_model_and_polls_while_active(
+    admin_client: Client, campaign: Campaign
+) -> None:
+    set_states(campaign, "alpha", "succeeded", "succeeded", "failed", simulated=True)
+    Generation.objects.filter(campaign=campaign, status="failed").update(
+        error="HTTP 500: boom (gave up after 3 attempts)"
+    )
+    html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
+    assert "Alpha" in html and "Beta" in html
+    assert "3/min" in html  # finished in the last minute
+    assert "HTTP 500: boom" in html
+    assert "Simulated run" in html
+    assert 'hx-trigger="every 2s"' in html
+
+
+def test_progress_fragment_stops_polling_when_the_run_ends(
+    admin_client: Client, campaign: Campaign
+) -> None:
+    set_states(campaign, "alpha", "succeeded", "succeeded", "succeeded", "succeeded")
+    set_states(campaign, "beta", "succeeded", "failed", "cancelled", "succeeded")
+    response = admin_client.get(
+        f"/campaigns/{campaign.public_id}/", {"part": "progress"}, headers=HTMX
+    )
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="progress"')
+    assert "hx-trigger" not in html
+    assert "The run has ended" in html
+
+
+def test_run_page_query_count_is_constant(
+    admin_client: Client, campaign: Campaign, django_assert_max_num_queries
+) -> None:
+    with django_assert_max_num_queries(12):
+        admin_client.get(f"/campaigns/{campaign.public_id}/")
+
+
+def test_cancel_and_retry_buttons(admin_client: Client, campaign: Campaign) -> None:
+    url = f"/campaigns/{campaign.public_id}/"
+    assert admin_client.post(url, {"cancel": "1"}).status_code == 302
+    assert set(campaign.generations.values_list("status", flat=True)) == {"cancelled"}
+    admin_client.post(url, {"retry": "1"})
+    assert set(campaign.generations.values_list("status", flat=True)) == {"queued"}
+
+
+def test_launch_button_creates_missing_generations_once(
+    admin_client: Client, campaign: Campaign, settings: Any
+) -> None:
+    settings.CELERY_TASK_DEFAULT_QUEUE = "nobody-listens"
+    Generation.objects.filter(campaign=campaign, endpoint__slug="beta").delete()
+    admin_client.post(f"/campaigns/{campaign.public_id}/", {"launch": "1"})
+    assert campaign.generations.count() == 8
+    admin_client.post(f"/campaigns/{campaign.public_id}/", {"launch": "1"})
+    assert campaign.generations.count() == 8
+
+
+def test_generation_detail_shows_request_answer_and_timings(
+    admin_client: Client, campaign: Campaign
+) -> None:
+    generation = campaign.generations.first()
+    assert generation is not None
+    Generation.objects.filter(pk=generation.pk).update(
+        status="succeeded",
+        content="答案",
+        reasoning="思考",
+        ttft_ms=123.4,
+        decode_tps=56.7,
+        finish_reason="length",
+        request={"model": "alpha", "messages": []},
+    )
+    html = admin_client.get(f"/generations/{generation.public_id}/").content.decode()
+    for expected in (
+        "答案",
+        "思考",
+        "123.4 ms",
+        "56.7",
+        "cut off by the length limit",
+        "&#x27;model&#x27;: &#x27;alpha&#x27;",
+    ):
+        assert expected in html
+
+
+@pytest.mark.parametrize("persona", ["alice", "nobody"])
+def test_only_admins_see_runs(request, persona: str, campaign: Campaign) -> None:
+    client = logged_in(request.getfixturevalue(persona))
+    generation = campaign.generations.first()
+    assert generation is not None
+    for url in (
+        "/campaigns/",
+        f"/campaigns/{campaign.public_id}/",
+        f"/generations/{generation.public_id}/",
+    ):
+        assert client.get(url).status_code == 403, url
+    assert client.post(f"/campaigns/{campaign.public_id}/", {"cancel": "1"}).status_code == 403
+    assert not campaign.generations.filter(status="cancelled").exists()
+
+
+def test_campaign_list_shows_status_and_progress(admin_client: Client, campaign: Campaign) -> None:
+    set_states(campaign, "alpha", "succeeded", "failed")
+    html = admin_client.get("/campaigns/").content.decode()
+    assert "Campaign C" in html and "2 / 8" in html and "1 failed" in html
+
+
+def test_run_page_says_when_nothing_is_running(admin_client: Client, campaign: Campaign) -> None:
+    html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
+    assert "Is a Celery worker up?" in html
+    set_states(campaign, "alpha", "running")
+    html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
+    assert "Is a Celery worker up?" not in html
