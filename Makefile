@@ -66,4 +66,4 @@ lock: install-dev
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements/dev.txt --python-version 3.11 --no-header -q
 
 clean:
-	rm -rf var/broker var/cache var/test-gradebench.sqlite3*
+	rm -rf var/broker var/cache var/test-gradebench-*.sqlite3*

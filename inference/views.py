@@ -7,6 +7,7 @@ import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -243,8 +244,8 @@ def run_progress(campaign: Campaign) -> dict[str, object]:
         )
         .order_by()
     )
-    by_endpoint = {row["endpoint_id"]: row for row in counts}
-    models = []
+    by_endpoint: dict[int, dict[str, Any]] = {row["endpoint_id"]: dict(row) for row in counts}
+    models: list[dict[str, Any]] = []
     for member in members:
         row = by_endpoint.get(member.endpoint_id, {"total": 0, "last_minute": 0})
         total = row.get("total", 0)
