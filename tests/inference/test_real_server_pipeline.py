@@ -1,0 +1,56 @@
+"""A campaign against a real llama-cpp-python server through a real worker (`make test-real`).
+
+That server sends no usage while streaming, so every generation's tokens are estimated and
+marked `estimated`; our simulator is not the only server the pipeline has talked to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from inference.models import Generation, ModelEndpoint, Suite
+from tests.inference.test_pipeline import make_campaign, make_item, run_campaign
+
+if TYPE_CHECKING:
+    from tests.real_server import LlamaServer
+
+pytest_plugins = ["tests.real_server"]
+pytestmark = [pytest.mark.real_server, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def test_campaign_against_a_real_server_succeeds_with_estimated_usage(
+    llama_server: LlamaServer, celery_worker_process, settings
+) -> None:
+    settings.CELERY_TASK_DEFAULT_QUEUE = "real-server"
+    suite = Suite.objects.create(name="stories")
+    for n, prompt in enumerate(
+        ["Once upon a time", "The little dog", "A girl named Lily", "One day"]
+    ):
+        make_item(suite, f"s{n}", prompt)
+    endpoint = ModelEndpoint.objects.create(
+        slug="stories260k",
+        name="stories260K",
+        model=llama_server.model,
+        dialect="openai",
+        base_url=llama_server.base_url,
+        max_concurrency=1,
+        timeout_s=60,
+    )
+    campaign = make_campaign("real", suite, [endpoint], max_tokens=48, temperature=0.8, seed=3)
+    worker = celery_worker_process(queue="real-server", concurrency=2)
+
+    out, err, ok = run_campaign("real")
+    assert ok, out + err + worker.output()[-3000:]
+    generations = Generation.objects.filter(campaign=campaign)
+    assert generations.count() == 4
+    for generation in generations:
+        assert generation.status == "succeeded" and not generation.simulated
+        assert generation.content.strip()
+        assert generation.usage_source == "estimated"
+        assert generation.completion_tokens and generation.completion_tokens > 5
+        assert generation.finish_reason in {"length", "stop"}
+        assert generation.ttft_ms and generation.ttft_ms > 0
+        assert generation.decode_tps and generation.decode_tps > 0
+        assert generation.attempts == 1
