@@ -204,3 +204,26 @@ def test_an_update_that_fails_leaves_the_previous_state(tmp_path: Path) -> None:
     with pytest.raises(CommandError):
         call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=StringIO())
     assert database_snapshot() == before
+
+
+def test_a_launched_campaign_keeps_its_sampling_settings_and_says_so(tmp_path: Path) -> None:
+    from inference.models import Generation, Suite, TaskItem, TaskType
+
+    load(STUDY)
+    small = Campaign.objects.get(slug="small")
+    item = TaskItem.objects.create(
+        suite=Suite.objects.get(name="sample"),
+        external_id="x",
+        content_hash="h",
+        task_type=TaskType.objects.get(code="AR"),
+        prompt="p",
+    )
+    Generation.objects.create(campaign=small, item=item, endpoint=small.endpoints.first())
+    data = reference()
+    data["campaigns"][0]["params"]["temperature"] = 0.1
+    data["campaigns"][0]["name"] = "Small models, renamed"
+    out = load(write(tmp_path, data))
+    assert "campaign small: already has generations" in out
+    small.refresh_from_db()
+    assert small.params["temperature"] == 0.7
+    assert small.name == "Small models, renamed"
