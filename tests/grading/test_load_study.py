@@ -218,7 +218,7 @@ def test_a_launched_campaign_keeps_its_sampling_settings_and_says_so(tmp_path: P
         task_type=TaskType.objects.get(code="AR"),
         prompt="p",
     )
-    Generation.objects.create(campaign=small, item=item, endpoint=small.endpoints.first())
+    Generation.objects.create(campaign=small, item=item, endpoint=small.endpoints.all()[0])
     data = reference()
     data["campaigns"][0]["params"]["temperature"] = 0.1
     data["campaigns"][0]["name"] = "Small models, renamed"
