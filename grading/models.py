@@ -8,7 +8,7 @@ from django.db import models
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
-from inference.models import Campaign, TaskType
+from inference.models import Campaign, TaskType, new_public_id
 
 REVIEWERS_GROUP = "reviewers"
 
@@ -137,3 +137,112 @@ class ReviewSettings(models.Model):
 
     def __str__(self) -> str:
         return f"review of {self.campaign.slug}"
+
+
+class ReviewUnit(models.Model):
+    """What one reviewer looks at once: an item's answers (campaign × item × sample).
+
+    Side-by-side review shows every model's answer to the item together, so the unit of
+    assignment is the item, not a single answer. `holders` counts live reservations plus
+    submitted reviews; it is only changed inside the transaction that locks the row, which
+    is what keeps more than `reviewers_per_output` people from ever holding one unit.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="review_units")
+    item = models.ForeignKey("inference.TaskItem", on_delete=models.CASCADE, related_name="+")
+    sample = models.PositiveSmallIntegerField(default=0)
+    holders = models.PositiveSmallIntegerField(default=0)
+    submitted = models.PositiveSmallIntegerField(default=0)
+    # A random key fixed at creation: ties between equally-reviewed units are broken in an
+    # order that does not follow creation (and so reveals nothing).
+    shuffle_key = models.PositiveIntegerField(default=0)
+    held_for_admin = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "item", "sample"], name="unique_review_unit"
+            )
+        ]
+        indexes = [models.Index(fields=["campaign", "holders", "submitted", "shuffle_key"])]
+
+    def __str__(self) -> str:
+        return f"{self.campaign.slug}/{self.item_id}#{self.sample}"
+
+
+class AssignmentStatus(models.TextChoices):
+    RESERVED = "reserved", _("reserved")
+    SUBMITTED = "submitted", _("submitted")
+    SKIPPED = "skipped", _("skipped")
+    EXPIRED = "expired", _("expired")
+
+
+class Assignment(models.Model):
+    """A review unit given to one reviewer, with the order its answers are shown in."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    unit = models.ForeignKey(ReviewUnit, on_delete=models.CASCADE, related_name="assignments")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(
+        max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.RESERVED
+    )
+    # Public ids of the generations in the order shown: position 0 is "A".
+    order = models.JSONField(default=list)
+    reserved_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["unit", "reviewer"], name="one_assignment_per_reviewer")
+        ]
+        indexes = [models.Index(fields=["reviewer", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.unit} → {self.reviewer_id} ({self.status})"
+
+
+class FlagReason(models.TextChoices):
+    IDENTITY = "identity", _("reveals the model")
+    BROKEN = "broken", _("broken output")
+    PROMPT = "prompt", _("problem with the prompt")
+
+
+class Score(models.Model):
+    """One reviewer's 0–10 score of one answer, under one rubric version."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    generation = models.ForeignKey(
+        "inference.Generation", on_delete=models.CASCADE, related_name="scores"
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scores"
+    )
+    assignment = models.ForeignKey(
+        Assignment, on_delete=models.SET_NULL, null=True, blank=True, related_name="scores"
+    )
+    score = models.PositiveSmallIntegerField(validators=[MaxValueValidator(10)])
+    comment = models.TextField(blank=True)
+    flagged = models.BooleanField(default=False)
+    flag_reason = models.CharField(max_length=16, choices=FlagReason.choices, blank=True)
+    position = models.PositiveSmallIntegerField(help_text=_("0 = shown as A, 1 = B, …"))
+    rubric = models.ForeignKey(Rubric, on_delete=models.PROTECT, related_name="scores")
+    seconds_spent = models.FloatField(null=True, blank=True)
+    imported = models.BooleanField(default=False)
+    scored_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["generation", "reviewer"], name="one_score_per_reviewer"
+            ),
+            models.CheckConstraint(condition=models.Q(score__lte=10), name="score_at_most_10"),
+        ]
+        indexes = [models.Index(fields=["reviewer", "scored_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.score} by {self.reviewer_id} for {self.generation_id}"

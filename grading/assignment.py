@@ -1,0 +1,225 @@
+"""Handing review work to reviewers: a balanced queue that never over-assigns.
+
+Every item of a campaign whose answers are ready becomes a `ReviewUnit`. A reviewer asking for
+work gets the least-reviewed unit they have not seen, reserved for a while; at most
+`reviewers_per_output` people ever hold (or have submitted) one unit. The choice and the
+reservation happen in one short transaction that holds a row lock on the campaign's review
+settings, so concurrent reviewers of a campaign pick one after another (SQLite serialises
+writing transactions the same way). `FOR UPDATE SKIP LOCKED` on the units was tried first: it
+lets a reviewer find "nothing left" while other transactions hold the last free units, and
+waiting on those rows instead can deadlock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from inference.models import Campaign, CampaignStatus, Generation, GenerationStatus
+
+from .models import Assignment, AssignmentStatus, ReviewSettings, ReviewUnit
+
+_random = random.SystemRandom()
+
+
+def reservation_s() -> int:
+    return int(getattr(settings, "REVIEW_RESERVATION_S", 1800))
+
+
+def campaigns_for(reviewer: Any) -> list[int]:
+    """Launched campaigns this reviewer may work on (open to all, or naming them)."""
+    launched = Campaign.objects.filter(
+        status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED]
+    ).filter(Q(review__reviewers__isnull=True) | Q(review__reviewers=reviewer))
+    return list(launched.values_list("pk", flat=True).distinct())
+
+
+def sync_units(campaign: Campaign) -> int:
+    """Create review units for items whose answers are all in (at least one succeeded)."""
+    ReviewSettings.objects.get_or_create(campaign=campaign)
+    busy = set(
+        campaign.generations.filter(
+            status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
+        ).values_list("item_id", "sample")
+    )
+    ready = set(
+        campaign.generations.filter(status=GenerationStatus.SUCCEEDED).values_list(
+            "item_id", "sample"
+        )
+    )
+    existing = set(campaign.review_units.values_list("item_id", "sample"))
+    new = [
+        ReviewUnit(
+            campaign=campaign, item_id=item_id, sample=sample, shuffle_key=_random.randrange(2**31)
+        )
+        for item_id, sample in sorted(ready - busy - existing)
+    ]
+    ReviewUnit.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+    return len(new)
+
+
+def release_expired() -> int:
+    """Drop reservations nobody finished in time, freeing their place for someone else."""
+    now = timezone.now()
+    expired = list(
+        Assignment.objects.filter(status=AssignmentStatus.RESERVED, expires_at__lt=now).values_list(
+            "pk", "unit_id"
+        )
+    )
+    if not expired:
+        return 0
+    Assignment.objects.filter(
+        pk__in=[pk for pk, _ in expired], status=AssignmentStatus.RESERVED
+    ).delete()
+    for unit_id, count in Counter(unit for _, unit in expired).items():
+        ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - count)
+    return len(expired)
+
+
+def _answers(unit: ReviewUnit) -> list[str]:
+    return list(
+        Generation.objects.filter(
+            campaign_id=unit.campaign_id,
+            item_id=unit.item_id,
+            sample=unit.sample,
+            status=GenerationStatus.SUCCEEDED,
+        ).values_list("public_id", flat=True)
+    )
+
+
+def next_assignment(reviewer: Any, campaign: Campaign | None = None) -> Assignment | None:
+    """The reviewer's current reservation, or a newly reserved unit; None when nothing is left."""
+    now = timezone.now()
+    with transaction.atomic():
+        release_expired()
+        current = (
+            Assignment.objects.filter(
+                reviewer=reviewer, status=AssignmentStatus.RESERVED, expires_at__gte=now
+            )
+            .select_related("unit")
+            .order_by("reserved_at")
+        )
+        if campaign is not None:
+            current = current.filter(unit__campaign=campaign)
+        held = current.first()
+        if held is not None:
+            return held
+        allowed = campaigns_for(reviewer)
+        if campaign is not None:
+            allowed = [pk for pk in allowed if pk == campaign.pk]
+        candidates = (
+            ReviewUnit.objects.filter(
+                campaign_id__in=allowed,
+                held_for_admin=False,
+                holders__lt=F("campaign__review__reviewers_per_output"),
+            )
+            .exclude(assignments__reviewer=reviewer)
+            .order_by("submitted", "holders", "shuffle_key")
+        )
+        # One reviewer at a time picks from a campaign: lock its review settings (in pk order,
+        # so two reviewers of overlapping campaigns cannot deadlock). The pick is a couple of
+        # indexed queries, so the wait is short; SQLite serialises writers the same way.
+        list(
+            ReviewSettings.objects.select_for_update()
+            .filter(campaign_id__in=allowed)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        unit = candidates.first()
+        if unit is None:
+            return None
+        order = _answers(unit)
+        _random.shuffle(order)
+        assignment = Assignment.objects.create(
+            unit=unit,
+            reviewer=reviewer,
+            order=order,
+            expires_at=now + timedelta(seconds=reservation_s()),
+        )
+        ReviewUnit.objects.filter(pk=unit.pk).update(holders=F("holders") + 1)
+    return assignment
+
+
+def skip(assignment: Assignment) -> None:
+    """Give a reserved unit back; this reviewer will not be offered it again."""
+    with transaction.atomic():
+        moved = Assignment.objects.filter(
+            pk=assignment.pk, status=AssignmentStatus.RESERVED
+        ).update(status=AssignmentStatus.SKIPPED, finished_at=timezone.now())
+        if moved:
+            ReviewUnit.objects.filter(pk=assignment.unit_id).update(holders=F("holders") - 1)
+
+
+class ScoreError(ValueError):
+    """Scores that cannot be saved, with a message for the reviewer."""
+
+
+def parse_score(value: object) -> int:
+    """An integer 0–10, or ScoreError: "7.5", "", "11", "-1" and "seven" are all refused."""
+    text = str(value).strip() if value is not None else ""
+    if not text.isdigit() or not 0 <= int(text) <= 10:
+        raise ScoreError(f"a score is a whole number from 0 to 10, not {text or 'nothing'!r}")
+    return int(text)
+
+
+def submit(
+    assignment: Assignment,
+    scores: dict[str, dict[str, Any]],
+    *,
+    seconds_spent: float | None = None,
+) -> bool:
+    """Store one score per shown answer and close the assignment.
+
+    `scores` maps each answer's public id to `score` (0–10), `comment`, `flagged`,
+    `flag_reason`. Every answer shown must be scored. Submitting an assignment twice stores
+    nothing the second time and returns False.
+    """
+    from .models import FlagReason, Rubric, Score
+
+    missing = [pid for pid in assignment.order if pid not in scores]
+    if missing:
+        raise ScoreError(f"score every answer ({len(missing)} left)")
+    parsed = {pid: parse_score(scores[pid].get("score")) for pid in assignment.order}
+    for values in scores.values():
+        reason = values.get("flag_reason") or ""
+        if reason and reason not in FlagReason.values:
+            raise ScoreError(f"unknown flag reason {reason!r}")
+    now = timezone.now()
+    rubric = Rubric.objects.current()
+    generations = dict(
+        Generation.objects.filter(public_id__in=assignment.order).values_list("public_id", "pk")
+    )
+    with transaction.atomic():
+        moved = Assignment.objects.filter(
+            pk=assignment.pk, status=AssignmentStatus.RESERVED
+        ).update(status=AssignmentStatus.SUBMITTED, finished_at=now)
+        if not moved:
+            return False
+        per_answer = seconds_spent / len(assignment.order) if seconds_spent else None
+        Score.objects.bulk_create(
+            [
+                Score(
+                    generation_id=generations[pid],
+                    reviewer_id=assignment.reviewer_id,
+                    assignment=assignment,
+                    score=parsed[pid],
+                    comment=str(scores[pid].get("comment") or "").strip(),
+                    flagged=bool(scores[pid].get("flagged") or scores[pid].get("flag_reason")),
+                    flag_reason=scores[pid].get("flag_reason") or "",
+                    position=position,
+                    rubric=rubric,
+                    seconds_spent=per_answer,
+                    scored_at=now,
+                )
+                for position, pid in enumerate(assignment.order)
+            ]
+        )
+        ReviewUnit.objects.filter(pk=assignment.unit_id).update(submitted=F("submitted") + 1)
+    return True

@@ -1,0 +1,233 @@
+"""The review queue: balanced, never over-assigned, safe under concurrency; score validation."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.utils import timezone
+
+from grading import assignment as queue
+from grading.models import Assignment, ReviewSettings, ReviewUnit, Score
+from grading.roles import reviewers_group
+from inference.models import (
+    Campaign,
+    CampaignModel,
+    Generation,
+    ModelEndpoint,
+    Suite,
+    TaskItem,
+    TaskType,
+)
+
+
+def make_reviewer(name: str) -> User:
+    user = User.objects.create_user(name, password="a-long-test-password-42")
+    user.groups.add(reviewers_group())
+    return user
+
+
+def make_campaign(items: int = 3, k: int = 2, models: int = 2) -> Campaign:
+    suite = Suite.objects.create(name=f"s{Suite.objects.count()}")
+    qa = TaskType.objects.get(code="QA")
+    campaign = Campaign.objects.create(
+        slug=f"c{Campaign.objects.count()}", name="C", suite=suite, status="finished"
+    )
+    ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=k)
+    endpoints = []
+    for n in range(models):
+        endpoint, _ = ModelEndpoint.objects.get_or_create(
+            slug=f"m{n}",
+            defaults={"name": f"M{n}", "model": f"m{n}", "base_url": "http://127.0.0.1:9/v1"},
+        )
+        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=n)
+        endpoints.append(endpoint)
+    for n in range(items):
+        item = TaskItem.objects.create(
+            suite=suite, external_id=f"i{n}", task_type=qa, prompt="p", content_hash="h"
+        )
+        for endpoint in endpoints:
+            Generation.objects.create(
+                campaign=campaign, item=item, endpoint=endpoint, status="succeeded", content="a"
+            )
+    queue.sync_units(campaign)
+    return campaign
+
+
+def full_scores(assignment: Assignment, value: Any = 7) -> dict[str, dict[str, Any]]:
+    return {pid: {"score": value} for pid in assignment.order}
+
+
+@pytest.mark.django_db
+class TestQueue:
+    def test_units_are_created_once_for_items_with_answers(self) -> None:
+        campaign = make_campaign(items=3)
+        assert ReviewUnit.objects.filter(campaign=campaign).count() == 3
+        assert queue.sync_units(campaign) == 0
+
+    def test_items_still_running_wait(self) -> None:
+        campaign = make_campaign(items=2)
+        ReviewUnit.objects.all().delete()
+        Generation.objects.filter(item__external_id="i0").update(status="running")
+        queue.sync_units(campaign)
+        assert list(ReviewUnit.objects.values_list("item__external_id", flat=True)) == ["i1"]
+
+    def test_each_assignment_shows_every_answer_in_a_random_order(self) -> None:
+        make_campaign(items=30)
+        orders = []
+        for name in ("alice", "bob"):
+            reviewer = make_reviewer(name)
+            while (a := queue.next_assignment(reviewer)) is not None:
+                assert len(a.order) == 2
+                orders.append(tuple(sorted(a.order)) == tuple(a.order))
+                queue.submit(a, full_scores(a))
+        assert len(orders) == 60
+        assert 10 < sum(orders) < 50  # both orders occur: shuffled, not creation order
+
+    def test_least_reviewed_first_and_never_the_same_unit_twice(self) -> None:
+        make_campaign(items=3, k=3)
+        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        first = queue.next_assignment(alice)
+        assert first is not None
+        queue.submit(first, full_scores(first))
+        second = queue.next_assignment(bob)
+        assert second is not None and second.unit_id != first.unit_id  # an unreviewed unit first
+        seen = {first.unit_id}
+        while (a := queue.next_assignment(alice)) is not None:
+            assert a.unit_id not in seen
+            seen.add(a.unit_id)
+            queue.submit(a, full_scores(a))
+        assert len(seen) == 3
+
+    def test_a_reviewer_keeps_one_reservation_until_done(self) -> None:
+        make_campaign(items=3)
+        alice = make_reviewer("alice")
+        first = queue.next_assignment(alice)
+        assert first is not None and queue.next_assignment(alice) == first
+
+    def test_no_more_than_k_holders(self) -> None:
+        make_campaign(items=1, k=2)
+        reviewers = [make_reviewer(f"r{n}") for n in range(4)]
+        got = [queue.next_assignment(r) for r in reviewers]
+        assert sum(a is not None for a in got) == 2
+        assert ReviewUnit.objects.get().holders == 2
+
+    def test_expired_reservations_free_their_place(self) -> None:
+        make_campaign(items=1, k=1)
+        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        held = queue.next_assignment(alice)
+        assert held is not None and queue.next_assignment(bob) is None
+        Assignment.objects.filter(pk=held.pk).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        assert queue.next_assignment(bob) is not None
+        assert ReviewUnit.objects.get().holders == 1
+
+    def test_skip_gives_the_unit_back_but_not_to_the_same_reviewer(self) -> None:
+        make_campaign(items=1, k=1)
+        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        held = queue.next_assignment(alice)
+        assert held is not None
+        queue.skip(held)
+        assert queue.next_assignment(alice) is None
+        assert queue.next_assignment(bob) is not None
+
+    def test_restricted_campaign_serves_only_its_reviewers(self) -> None:
+        campaign = make_campaign(items=2)
+        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        campaign.review.reviewers.add(alice)
+        assert queue.next_assignment(bob) is None
+        assert queue.next_assignment(alice) is not None
+
+    def test_draft_campaigns_are_not_served(self) -> None:
+        campaign = make_campaign(items=2)
+        Campaign.objects.filter(pk=campaign.pk).update(status="draft")
+        assert queue.next_assignment(make_reviewer("alice")) is None
+
+
+@pytest.mark.django_db
+class TestSubmit:
+    @pytest.mark.parametrize("bad", ["7.5", "11", "", "-1", "seven", None, " "])
+    def test_scores_must_be_whole_numbers_0_to_10(self, bad: Any) -> None:
+        make_campaign(items=1)
+        held = queue.next_assignment(make_reviewer("alice"))
+        assert held is not None
+        with pytest.raises(queue.ScoreError, match="whole number from 0 to 10"):
+            queue.submit(held, full_scores(held, bad))
+        assert Score.objects.count() == 0
+        held.refresh_from_db()
+        assert held.status == "reserved"
+
+    def test_every_answer_needs_a_score(self) -> None:
+        make_campaign(items=1)
+        held = queue.next_assignment(make_reviewer("alice"))
+        assert held is not None
+        with pytest.raises(queue.ScoreError, match="1 left"):
+            queue.submit(held, {held.order[0]: {"score": 3}})
+        assert Score.objects.count() == 0
+
+    def test_submit_records_positions_rubric_and_flags(self) -> None:
+        make_campaign(items=1)
+        held = queue.next_assignment(make_reviewer("alice"))
+        assert held is not None
+        scores = full_scores(held, "10")
+        scores[held.order[1]] = {
+            "score": "0",
+            "comment": " names itself ",
+            "flag_reason": "identity",
+        }
+        assert queue.submit(held, scores, seconds_spent=30)
+        stored = {
+            s.generation.public_id: s for s in Score.objects.select_related("generation", "rubric")
+        }
+        assert [stored[pid].position for pid in held.order] == [0, 1]
+        assert stored[held.order[0]].score == 10 and stored[held.order[1]].score == 0
+        assert stored[held.order[1]].flagged and stored[held.order[1]].comment == "names itself"
+        assert stored[held.order[0]].rubric.version == 1
+        assert stored[held.order[0]].seconds_spent == 15
+
+    def test_double_submit_saves_one_score_per_answer(self) -> None:
+        make_campaign(items=1)
+        held = queue.next_assignment(make_reviewer("alice"))
+        assert held is not None
+        assert queue.submit(held, full_scores(held)) is True
+        assert queue.submit(held, full_scores(held, 2)) is False
+        assert Score.objects.count() == 2
+        assert set(Score.objects.values_list("score", flat=True)) == {7}
+        assert ReviewUnit.objects.get().submitted == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_reviewers_at_once_never_exceed_k_holders() -> None:
+    make_campaign(items=6, k=2)
+    reviewers = [make_reviewer(f"r{n}") for n in range(20)]
+    barrier = threading.Barrier(len(reviewers))
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def ask(reviewer: User) -> None:
+        try:
+            barrier.wait()
+            results.append(queue.next_assignment(reviewer))
+        except BaseException as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(r,)) for r in reviewers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    given = [a for a in results if a is not None]
+    assert len(given) == 12  # 6 units × 2 reviewers, every place filled, none twice
+    holders = Counter(a.unit_id for a in given)
+    assert max(holders.values()) == 2
+    assert all(u.holders == 2 for u in ReviewUnit.objects.all())
+    assert len({(a.unit_id, a.reviewer_id) for a in given}) == 12
