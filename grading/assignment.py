@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from inference.models import Campaign, CampaignStatus, Generation, GenerationStatus
 
-from .models import Assignment, AssignmentStatus, ReviewSettings, ReviewUnit
+from .models import Assignment, AssignmentStatus, IdentityLeakPolicy, ReviewSettings, ReviewUnit
 
 _random = random.SystemRandom()
 
@@ -43,7 +43,7 @@ def campaigns_for(reviewer: Any) -> list[int]:
 
 def sync_units(campaign: Campaign) -> int:
     """Create review units for items whose answers are all in (at least one succeeded)."""
-    ReviewSettings.objects.get_or_create(campaign=campaign)
+    review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
     busy = set(
         campaign.generations.filter(
             status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
@@ -55,9 +55,21 @@ def sync_units(campaign: Campaign) -> int:
         )
     )
     existing = set(campaign.review_units.values_list("item_id", "sample"))
+    held: set[tuple[int, int]] = set()
+    if review.identity_leaks == IdentityLeakPolicy.HOLD:
+        # Answers naming a model wait for an admin instead of reaching reviewers.
+        held = set(
+            campaign.generations.filter(status=GenerationStatus.SUCCEEDED)
+            .exclude(identity_leaks=[])
+            .values_list("item_id", "sample")
+        )
     new = [
         ReviewUnit(
-            campaign=campaign, item_id=item_id, sample=sample, shuffle_key=_random.randrange(2**31)
+            campaign=campaign,
+            item_id=item_id,
+            sample=sample,
+            shuffle_key=_random.randrange(2**31),
+            held_for_admin=(item_id, sample) in held,
         )
         for item_id, sample in sorted(ready - busy - existing)
     ]
@@ -81,6 +93,19 @@ def release_expired() -> int:
     for unit_id, count in Counter(unit for _, unit in expired).items():
         ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - count)
     return len(expired)
+
+
+def available_count(reviewer: Any) -> int:
+    """Units this reviewer could still be given."""
+    return (
+        ReviewUnit.objects.filter(
+            campaign_id__in=campaigns_for(reviewer),
+            held_for_admin=False,
+            holders__lt=F("campaign__review__reviewers_per_output"),
+        )
+        .exclude(assignments__reviewer=reviewer)
+        .count()
+    )
 
 
 def _answers(unit: ReviewUnit) -> list[str]:
@@ -223,3 +248,24 @@ def submit(
         )
         ReviewUnit.objects.filter(pk=assignment.unit_id).update(submitted=F("submitted") + 1)
     return True
+
+
+def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:
+    """Change the scores of a submitted assignment (the reviewer's own, still blind)."""
+    from .models import FlagReason, Score
+
+    parsed = {pid: parse_score(values.get("score")) for pid, values in scores.items()}
+    for values in scores.values():
+        reason = values.get("flag_reason") or ""
+        if reason and reason not in FlagReason.values:
+            raise ScoreError(f"unknown flag reason {reason!r}")
+    with transaction.atomic():
+        for score in Score.objects.filter(assignment=assignment).select_related("generation"):
+            given = scores.get(score.generation.public_id)
+            if given is None:
+                continue
+            score.score = parsed[score.generation.public_id]
+            score.comment = str(given.get("comment") or "").strip()
+            score.flag_reason = given.get("flag_reason") or ""
+            score.flagged = bool(score.flag_reason)
+            score.save(update_fields=["score", "comment", "flag_reason", "flagged", "updated_at"])

@@ -149,7 +149,9 @@ class ReviewUnit(models.Model):
     """
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="review_units")
-    item = models.ForeignKey("inference.TaskItem", on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(
+        "inference.TaskItem", on_delete=models.CASCADE, related_name="review_units_as_item"
+    )
     sample = models.PositiveSmallIntegerField(default=0)
     holders = models.PositiveSmallIntegerField(default=0)
     submitted = models.PositiveSmallIntegerField(default=0)

@@ -9,6 +9,11 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("rubric/", views.rubric, name="rubric"),
+    path("review/", views.review_home, name="review"),
+    path("review/next/", views.review_next, name="review-next"),
+    path("review/mine/", views.my_scores, name="my-scores"),
+    path("review/a/<str:public_id>/", views.review_assignment, name="review-assignment"),
+    path("review/images/<str:public_id>/", views.review_image, name="review-image"),
     path("", include("inference.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

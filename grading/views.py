@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
-from inference.models import Campaign, ModelEndpoint, Suite, TaskType
+from inference.access import HtmxHttpRequest
+from inference.models import Campaign, ModelEndpoint, Suite, TaskImage, TaskType
 
-from .models import Rubric
-from .roles import is_admin
+from . import assignment, review
+from .models import Assignment, AssignmentStatus, FlagReason, Rubric, Score
+from .roles import is_admin, is_reviewer
 
 
 @require_GET
@@ -48,3 +55,152 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+# --- Review (reviewers) ----------------------------------------------------------------------
+
+
+def _reviewer_required(request: HttpRequest) -> None:
+    if not is_reviewer(request.user):
+        raise PermissionDenied
+
+
+def _own_assignment(request: HttpRequest, public_id: str) -> Assignment:
+    """The reviewer's own assignment, or 404 (never someone else's, never a hint it exists)."""
+    return get_object_or_404(
+        Assignment.objects.select_related("unit"),
+        public_id=public_id,
+        reviewer_id=request.user.pk,
+        status__in=[AssignmentStatus.RESERVED, AssignmentStatus.SUBMITTED],
+    )
+
+
+@require_GET
+def review_home(request: HttpRequest) -> HttpResponse:
+    _reviewer_required(request)
+    for campaign in Campaign.objects.filter(pk__in=assignment.campaigns_for(request.user)):
+        assignment.sync_units(campaign)
+    context = {
+        "scored": Score.objects.filter(reviewer_id=request.user.pk).count(),
+        "available": assignment.available_count(request.user),
+    }
+    return render(request, "grading/review_home.html", context)
+
+
+@require_GET
+def review_next(request: HtmxHttpRequest) -> HttpResponse:
+    _reviewer_required(request)
+    held = assignment.next_assignment(request.user)
+    if held is None:
+        # Runs may have finished since units were last made: make them, then ask again.
+        for campaign in Campaign.objects.filter(pk__in=assignment.campaigns_for(request.user)):
+            assignment.sync_units(campaign)
+        held = assignment.next_assignment(request.user)
+    if held is None:
+        return render(request, "grading/review_done.html")
+    return redirect("review-assignment", public_id=held.public_id)
+
+
+@require_http_methods(["GET", "POST"])
+def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """The scoring page; POST submits (or skips) and moves on to the next item."""
+    _reviewer_required(request)
+    held = _own_assignment(request, public_id)
+    error = ""
+    if request.method == "POST":
+        if "skip" in request.POST and held.status == AssignmentStatus.RESERVED:
+            assignment.skip(held)
+            return _next_page(request)
+        scores = review.read_form(request.POST, held)
+        try:
+            if held.status == AssignmentStatus.SUBMITTED:
+                assignment.edit(held, scores)
+                messages.success(request, "Your scores were updated.")
+                return redirect("my-scores")
+            seconds = (timezone.now() - held.reserved_at).total_seconds()
+            assignment.submit(held, scores, seconds_spent=min(seconds, 3600.0))
+            request.session["last-submitted"] = held.public_id
+        except assignment.ScoreError as problem:
+            error = str(problem)
+        else:
+            return _next_page(request)
+    template = "grading/review.html#work" if request.htmx else "grading/review.html"
+    return render(request, template, _sheet_context(request, held, error))
+
+
+def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> dict[str, object]:
+    return {
+        "sheet": review.build_sheet(held),
+        "error": error,
+        "progress": _progress(request),
+        "score_range": range(11),
+        "flag_reasons": FlagReason.choices,
+        "last_submitted": request.session.get("last-submitted", ""),
+    }
+
+
+def _next_page(request: HtmxHttpRequest) -> HttpResponse:
+    """After a submit: the next item, swapped in by htmx or reached by a redirect."""
+    nxt = assignment.next_assignment(request.user)
+    if not request.htmx:
+        if nxt is None:
+            return redirect("review-next")
+        return redirect("review-assignment", public_id=nxt.public_id)
+    if nxt is None:
+        response = render(request, "grading/review_done.html#done", {})
+        response["HX-Push-Url"] = reverse("review-next")
+        return response
+    response = render(request, "grading/review.html#work", _sheet_context(request, nxt))
+    response["HX-Push-Url"] = reverse("review-assignment", kwargs={"public_id": nxt.public_id})
+    return response
+
+
+def _progress(request: HttpRequest) -> dict[str, int]:
+    return {
+        "scored": Assignment.objects.filter(
+            reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED
+        ).count(),
+        "available": assignment.available_count(request.user),
+    }
+
+
+@require_GET
+def my_scores(request: HttpRequest) -> HttpResponse:
+    """The reviewer's own submitted work, newest first; each can be reopened and edited."""
+    _reviewer_required(request)
+    done = (
+        Assignment.objects.filter(reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED)
+        .select_related("unit__item__task_type")
+        .prefetch_related("scores")
+        .order_by("-finished_at")
+    )
+    page = Paginator(done, 25).get_page(request.GET.get("page"))
+    rows = []
+    for held in page.object_list:
+        by_position = sorted(held.scores.all(), key=lambda s: s.position)
+        rows.append(
+            {
+                "assignment": held,
+                "scores": [(review.label(s.position), s.score) for s in by_position],
+            }
+        )
+    return render(request, "grading/my_scores.html", {"page": page, "rows": rows})
+
+
+@require_GET
+def review_image(request: HttpRequest, public_id: str) -> HttpResponse:
+    """An image of an item the reviewer holds or has reviewed (full size or thumbnail)."""
+    _reviewer_required(request)
+    image = get_object_or_404(
+        TaskImage.objects.filter(
+            item_links__item__review_units_as_item__assignments__reviewer_id=request.user.pk
+        ).distinct(),
+        public_id=public_id,
+    )
+    thumb = request.GET.get("size") == "thumb"
+    body = bytes(image.thumbnail) if thumb else image.payload
+    response = HttpResponse(body, content_type="image/webp" if thumb else image.mime)
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    return response

@@ -11,6 +11,7 @@ from django.conf import settings
 from . import dispatch
 from .client import EndpointConfig, ModelError, StreamResult, build_request, complete_with_retries
 from .images import encode_for_request
+from .leaks import find_leaks
 from .metrics import speed_metrics
 from .models import Generation, GenerationStatus, ModelEndpoint, TaskItem
 
@@ -68,6 +69,7 @@ def _outcome(result: StreamResult) -> dict[str, Any]:
         {"chunks": result.chunks, "text_chunks": result.text_chunks, "max_gap_s": result.max_gap_s}
     )
     return {
+        "identity_leaks": find_leaks(f"{result.content}\n{result.reasoning}"),
         "content": result.content,
         "reasoning": result.reasoning,
         "finish_reason": result.finish_reason,

@@ -376,6 +376,9 @@ class Generation(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     simulated = models.BooleanField(default=False)
+    identity_leaks = models.JSONField(
+        default=list, blank=True, help_text=_("Model or vendor names found in the answer.")
+    )
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

@@ -231,3 +231,22 @@ def test_twenty_reviewers_at_once_never_exceed_k_holders() -> None:
     assert max(holders.values()) == 2
     assert all(u.holders == 2 for u in ReviewUnit.objects.all())
     assert len({(a.unit_id, a.reviewer_id) for a in given}) == 12
+
+
+@pytest.mark.django_db
+def test_hold_policy_keeps_answers_naming_a_model_from_reviewers() -> None:
+    campaign = make_campaign(items=2)
+    ReviewUnit.objects.all().delete()
+    campaign.review.identity_leaks = "hold"
+    campaign.review.save()
+    leaking = Generation.objects.filter(campaign=campaign, item__external_id="i0").first()
+    assert leaking is not None
+    Generation.objects.filter(pk=leaking.pk).update(identity_leaks=["DeepSeek"])
+    queue.sync_units(campaign)
+    alice = make_reviewer("alice")
+    given = []
+    while (a := queue.next_assignment(alice)) is not None:
+        given.append(a.unit.item.external_id)
+        queue.submit(a, full_scores(a))
+    assert given == ["i1"]
+    assert ReviewUnit.objects.get(item__external_id="i0").held_for_admin

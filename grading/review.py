@@ -1,0 +1,128 @@
+"""What a reviewer sees of an assignment, built so nothing in it can reveal a model.
+
+Views hand templates only what this module returns: answers are labelled A, B, … in the
+assignment's stored order and carry their text (Markdown rendered through a sanitiser, model
+and vendor names masked when the campaign says so), never a model name, slug, endpoint, timing,
+token count or database id.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.safestring import SafeString
+
+from inference.leaks import mask_leaks, terms_from_settings
+from inference.models import Generation, TaskItem
+
+from .markdown import render_markdown, render_plain
+from .models import (
+    Assignment,
+    IdentityLeakPolicy,
+    ReviewSettings,
+    Rubric,
+    RubricBand,
+    Score,
+    ScoringFocus,
+)
+
+LABELS = string.ascii_uppercase
+
+
+def label(position: int) -> str:
+    return LABELS[position] if position < len(LABELS) else f"#{position + 1}"
+
+
+@dataclass
+class Answer:
+    position: int
+    label: str
+    html: SafeString
+    reasoning_html: SafeString | None
+    cut_off: bool
+    masked: int
+    score: int | None = None
+    comment: str = ""
+    flag_reason: str = ""
+
+
+@dataclass
+class Sheet:
+    """Everything the scoring page shows for one assignment."""
+
+    assignment: Assignment
+    item: TaskItem
+    focus: ScoringFocus | None
+    bands: list[RubricBand]
+    answers: list[Answer]
+    image_ids: list[str]
+    submitted: bool
+
+
+def build_sheet(assignment: Assignment) -> Sheet:
+    """The blinded content of an assignment, answers in the reviewer's order."""
+    unit = assignment.unit
+    settings_row = ReviewSettings.objects.filter(campaign_id=unit.campaign_id).first()
+    mask = settings_row is None or settings_row.identity_leaks == IdentityLeakPolicy.MASK
+    show_reasoning = bool(settings_row and settings_row.show_reasoning)
+    item = TaskItem.objects.select_related("task_type").with_images().get(pk=unit.item_id)
+    rubric = Rubric.objects.current()
+    generations = {
+        g.public_id: g
+        for g in Generation.objects.filter(public_id__in=assignment.order).only(
+            "public_id", "content", "reasoning", "finish_reason"
+        )
+    }
+    previous = {
+        s.generation_id: s
+        for s in Score.objects.filter(assignment=assignment, reviewer_id=assignment.reviewer_id)
+    }
+    terms = terms_from_settings()
+    answers = []
+    for position, public_id in enumerate(assignment.order):
+        generation = generations[public_id]
+        content, masked = mask_leaks(generation.content, terms) if mask else (generation.content, 0)
+        reasoning_html = None
+        if show_reasoning and generation.reasoning:
+            reasoning, hidden = (
+                mask_leaks(generation.reasoning, terms) if mask else (generation.reasoning, 0)
+            )
+            masked += hidden
+            reasoning_html = render_plain(reasoning)
+        score = previous.get(generation.pk)
+        answers.append(
+            Answer(
+                position=position,
+                label=label(position),
+                html=render_markdown(content),
+                reasoning_html=reasoning_html,
+                cut_off=generation.finish_reason == "length",
+                masked=masked,
+                score=score.score if score else None,
+                comment=score.comment if score else "",
+                flag_reason=score.flag_reason if score else "",
+            )
+        )
+    return Sheet(
+        assignment=assignment,
+        item=item,
+        focus=ScoringFocus.objects.filter(rubric=rubric, task_type=item.task_type).first(),
+        bands=list(rubric.bands.all()),
+        answers=answers,
+        image_ids=[image.public_id for image in item.ordered_images()],
+        submitted=assignment.status == "submitted",
+    )
+
+
+def read_form(post: Any, assignment: Assignment) -> dict[str, dict[str, Any]]:
+    """Form fields named by position (`score-0`, `comment-0`, `flag-0`) → scores by answer."""
+    scores: dict[str, dict[str, Any]] = {}
+    for position, public_id in enumerate(assignment.order):
+        scores[public_id] = {
+            "score": post.get(f"score-{position}"),
+            "comment": post.get(f"comment-{position}", ""),
+            "flag_reason": post.get(f"flag-{position}", ""),
+        }
+    return scores
