@@ -116,6 +116,10 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
             if held.status == AssignmentStatus.SUBMITTED:
                 assignment.edit(held, scores)
                 messages.success(request, "Your scores were updated.")
+                if request.htmx:
+                    response = HttpResponse(status=204)
+                    response["HX-Redirect"] = reverse("my-scores")
+                    return response
                 return redirect("my-scores")
             seconds = (timezone.now() - held.reserved_at).total_seconds()
             assignment.submit(held, scores, seconds_spent=min(seconds, 3600.0))

@@ -32,11 +32,11 @@
     if (next) focusAnswer(next);
   }
 
-  function submit(name) {
-    var form = document.querySelector("#work form.scoring");
-    if (!form) return;
-    var button = form.querySelector('button[name="' + name + '"]');
-    if (button) form.requestSubmit(button);
+  // A real click, so the browser (and htmx) see which button submitted the form and honour
+  // the skip button's formnovalidate.
+  function press(name) {
+    var button = document.querySelector('#work form.scoring button[name="' + name + '"]');
+    if (button) button.click();
   }
 
   function toggleHelp() {
@@ -59,8 +59,8 @@
     else if (key === "t" || key === "T") { score("10"); }
     else if (key === "ArrowRight" || key === "k" || key === "K") { move(1); }
     else if (key === "ArrowLeft" || key === "j" || key === "J") { move(-1); }
-    else if (key === "Enter") { submit("submit"); }
-    else if (key === "s" || key === "S") { submit("skip"); }
+    else if (key === "Enter") { press("submit"); }
+    else if (key === "s" || key === "S") { press("skip"); }
     else if (key === "c" || key === "C") {
       var box = current() && current().querySelector("textarea");
       if (box) box.focus();

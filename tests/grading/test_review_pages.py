@@ -58,6 +58,11 @@ REVEALING = [
 
 @pytest.fixture
 def study(db: None) -> Campaign:
+    return build_study()
+
+
+def build_study(items: int = 3) -> Campaign:
+    """A finished campaign of two models with hostile and self-naming answers, ready to review."""
     suite = Suite.objects.create(name="blind")
     vqa = TaskType.objects.get(code="VQA")
     campaign = Campaign.objects.create(slug="blind", name="Blind", suite=suite, status="finished")
@@ -94,7 +99,7 @@ def study(db: None) -> Campaign:
         thumbnail=processed.thumbnail,
         size_bytes=len(processed.original),
     )
-    for n in range(3):
+    for n in range(items):
         item = TaskItem.objects.create(
             suite=suite,
             external_id=f"q{n}",
@@ -154,6 +159,8 @@ def test_every_reviewer_page_is_blind(study: Campaign, alice: User) -> None:
     response = client.post(url, {**scores_for(2), "comment-0": "ok"}, headers=HTMX)
     next_html = assert_blind(response)
     assert 'id="work"' in next_html and response["HX-Push-Url"].startswith("/review/a/")
+    # The swapped-in form posts to the next item, not to the one just submitted.
+    assert f'hx-post="{response["HX-Push-Url"]}"' in next_html
     assert_blind(client.get("/review/mine/"))
     assert_blind(client.get(url))  # reopened for editing
     thumb = client.get(re.findall(r'src="(/review/images/[^"]+)"', html)[0])
