@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -208,3 +211,44 @@ def review_image(request: HttpRequest, public_id: str) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'"
     return response
+
+
+@require_GET
+def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Admins: how far review of a campaign has got, per reviewer."""
+    if not is_admin(request.user):
+        raise PermissionDenied
+    campaign = get_object_or_404(Campaign, public_id=public_id)
+    assignment.sync_units(campaign)
+    settings_row = campaign.review
+    units = campaign.review_units.aggregate(
+        total=Count("pk"),
+        complete=Count("pk", filter=Q(submitted__gte=settings_row.reviewers_per_output)),
+        held=Count("pk", filter=Q(held_for_admin=True)),
+        submitted=Sum("submitted"),
+    )
+    wanted = (units["total"] or 0) * settings_row.reviewers_per_output
+    seconds: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for username, spent in Score.objects.filter(generation__campaign=campaign).values_list(
+        "reviewer__username", "seconds_spent"
+    ):
+        counts[username] = counts.get(username, 0) + 1
+        if spent is not None:
+            seconds.setdefault(username, []).append(spent)
+    reviewers = [
+        {
+            "username": name,
+            "scores": counts[name],
+            "median_s": statistics.median(seconds[name]) if seconds.get(name) else None,
+        }
+        for name in sorted(counts)
+    ]
+    context = {
+        "campaign": campaign,
+        "units": units,
+        "remaining": max(0, wanted - (units["submitted"] or 0)),
+        "k": settings_row.reviewers_per_output,
+        "reviewers": reviewers,
+    }
+    return render(request, "grading/review_progress.html", context)

@@ -247,3 +247,17 @@ def test_reviewer_never_sees_other_reviewers_scores(
         assert "alice-secret-comment" not in html
         bob_client.post(response["Location"], scores_for(2, "8"))
     assert "alice-secret-comment" not in bob_client.get("/review/mine/").content.decode()
+
+
+def test_admin_sees_review_progress_per_reviewer(
+    study: Campaign, alice: User, admin_client: Client
+) -> None:
+    client = logged_in(alice)
+    url, _ = first_assignment(client)
+    client.post(url, scores_for(2, "6"))
+    html = admin_client.get(f"/campaigns/{study.public_id}/review/").content.decode()
+    assert "alice" in html
+    assert "<td>2</td>" in html  # two answers scored
+    assert "3</strong> items to review" in html
+    assert "5</strong> reviews still wanted" in html  # 3 items × 2 reviewers − 1 submitted
+    assert logged_in(alice).get(f"/campaigns/{study.public_id}/review/").status_code == 403
