@@ -30,7 +30,7 @@ _random = random.SystemRandom()
 
 
 def reservation_s() -> int:
-    return int(getattr(settings, "REVIEW_RESERVATION_S", 1800))
+    return int(settings.REVIEW_RESERVATION_S)
 
 
 def campaigns_for(reviewer: Any) -> list[int]:

@@ -259,6 +259,12 @@ MODEL_RETRY_CAP_S = float(env_str("MODEL_RETRY_CAP_S", "60"))
 # Longest silence tolerated while waiting for the next chunk (queueing + prefill included).
 MODEL_READ_TIMEOUT_S = env_int("MODEL_READ_TIMEOUT_S", 300)
 
+# Review: how long an item stays reserved for a reviewer who opened it.
+REVIEW_RESERVATION_S = env_int("REVIEW_RESERVATION_S", 1800)
+# Words that reveal a model in an answer (comma-separated); unset: inference.leaks.DEFAULT_TERMS.
+if env_str("IDENTITY_LEAK_TERMS"):
+    IDENTITY_LEAK_TERMS = env_list("IDENTITY_LEAK_TERMS", [])
+
 # Security. With DEBUG off the defaults are the production ones; each can be relaxed by
 # environment (for example behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=1).
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
