@@ -253,6 +253,9 @@ GENERATION_LEASE_S = env_int("GENERATION_LEASE_S", 60)
 # (a lost broker message, a restarted Redis without persistence).
 GENERATION_REQUEUE_S = env_int("GENERATION_REQUEUE_S", 120)
 DISPATCH_SWEEP_S = env_int("DISPATCH_SWEEP_S", 15)
+# A task that finishes a generation takes the endpoint's next one itself (its slot never goes
+# idle); after this many it returns and the rest go back through the queue.
+DISPATCH_CHAIN_MAX = env_int("DISPATCH_CHAIN_MAX", 50)
 MODEL_MAX_ATTEMPTS = env_int("MODEL_MAX_ATTEMPTS", 3)
 MODEL_RETRY_BASE_S = float(env_str("MODEL_RETRY_BASE_S", "2"))
 MODEL_RETRY_CAP_S = float(env_str("MODEL_RETRY_CAP_S", "60"))

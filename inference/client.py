@@ -120,6 +120,14 @@ class StreamResult:
 
 _clients: dict[tuple[str, str, float, float], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
+# When the request leaves: set by the HTTP client's request hook, after the SDK has built and
+# encoded the body (DESIGN §5: t0 is taken with the payload already encoded). Per thread,
+# because threads share a client.
+_sent = threading.local()
+
+
+def _mark_sent(request: httpx.Request) -> None:
+    _sent.t0 = time.perf_counter()
 
 
 def client_for(config: EndpointConfig) -> openai.OpenAI:
@@ -128,15 +136,19 @@ def client_for(config: EndpointConfig) -> openai.OpenAI:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
+            timeout = httpx.Timeout(
+                connect=CONNECT_TIMEOUT_S,
+                read=config.read_timeout_s,
+                write=WRITE_TIMEOUT_S,
+                pool=POOL_TIMEOUT_S,
+            )
             client = openai.OpenAI(
                 base_url=config.base_url,
                 api_key=config.api_key or "EMPTY",
                 max_retries=0,  # our own loop retries, so every attempt is counted
-                timeout=httpx.Timeout(
-                    connect=CONNECT_TIMEOUT_S,
-                    read=config.read_timeout_s,
-                    write=WRITE_TIMEOUT_S,
-                    pool=POOL_TIMEOUT_S,
+                timeout=timeout,
+                http_client=openai.DefaultHttpxClient(
+                    timeout=timeout, event_hooks={"request": [_mark_sent]}
                 ),
             )
             _clients[key] = client
@@ -228,10 +240,13 @@ def stream_chat(
     reasoning_parts: list[str] = []
     last_text: float | None = None
     deadline = config.timeout_s
+    _sent.t0 = None
     t0 = time.perf_counter()
     try:
         raw = client.chat.completions.with_raw_response.create(**request)
-        timings["t_headers"] = time.perf_counter() - t0
+        headers_at = time.perf_counter()
+        t0 = _sent.t0 or t0  # the moment the encoded request was handed to the connection
+        timings["t_headers"] = headers_at - t0
         result.http_status = raw.http_response.status_code
         result.simulated = raw.headers.get("x-simulator") == "gradebench"
         stream = raw.parse()

@@ -180,6 +180,7 @@ def claim(generation_id: int) -> Generation | None:
         if generation is None or generation.status != GenerationStatus.QUEUED:
             return None
         endpoint = ModelEndpoint.objects.select_for_update().get(pk=generation.endpoint_id)
+        now = timezone.now()  # after the wait for the lock: when the slot is really taken
         if _live_running(endpoint.pk, now) >= endpoint.max_concurrency:
             # No slot: let a finishing generation enqueue this one again.
             Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
@@ -199,19 +200,56 @@ def claim(generation_id: int) -> Generation | None:
     return generation
 
 
-def finish(generation: Generation, **fields: object) -> bool:
-    """Store the outcome, only if this worker still holds the generation (same claim token)."""
+def finish(
+    generation: Generation, *, hand_over: bool = False, **fields: object
+) -> Generation | None:
+    """Store the outcome, only if this worker still holds the generation (same claim token).
+
+    With `hand_over`, the same transaction claims the endpoint's next queued generation for
+    this worker and returns it: the slot passes straight from one request to the next, so the
+    count of running generations never dips and nobody else needs to lock the endpoint to fill
+    it. Returns None when there is nothing to hand over.
+    """
     fields.setdefault("finished_at", timezone.now())
-    stored = Generation.objects.filter(
-        pk=generation.pk, claim_token=generation.claim_token, status=GenerationStatus.RUNNING
-    ).update(lease_expires_at=None, **fields)
-    if not stored:
-        logger.warning(
-            "result discarded: generation no longer held by this worker",
-            extra={"generation": generation.public_id},
-        )
+    successor: Generation | None = None
+    with transaction.atomic():
+        stored = Generation.objects.filter(
+            pk=generation.pk, claim_token=generation.claim_token, status=GenerationStatus.RUNNING
+        ).update(lease_expires_at=None, **fields)
+        if not stored:
+            logger.warning(
+                "result discarded: generation no longer held by this worker",
+                extra={"generation": generation.public_id},
+            )
+        elif hand_over:
+            successor = _take_next(generation.endpoint_id)
     _close_campaign_if_done(generation.campaign_id)
-    return bool(stored)
+    if successor is not None:
+        successor.refresh_from_db()
+    return successor
+
+
+def _take_next(endpoint_id: int) -> Generation | None:
+    """Claim the endpoint's oldest queued generation (inside the caller's transaction)."""
+    waiting = Generation.objects.filter(
+        endpoint_id=endpoint_id, status=GenerationStatus.QUEUED
+    ).order_by("pk")
+    if connection.features.has_select_for_update_skip_locked:
+        waiting = waiting.select_for_update(skip_locked=True)
+    candidate = waiting.only("pk").first()
+    if candidate is None:
+        return None
+    now = timezone.now()
+    token = secrets.token_hex(8)
+    moved = Generation.objects.filter(pk=candidate.pk, status=GenerationStatus.QUEUED).update(
+        status=GenerationStatus.RUNNING,
+        claim_token=token,
+        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
+        started_at=now,
+        worker=HOSTNAME,
+        enqueued_at=None,
+    )
+    return candidate if moved else None
 
 
 def _close_campaign_if_done(campaign_id: int) -> None:

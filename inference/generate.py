@@ -82,11 +82,31 @@ def _outcome(result: StreamResult) -> dict[str, Any]:
 
 
 def run_generation(generation_id: int) -> str:
-    """Claim, run and store one generation; returns what happened (for logs and tests)."""
+    """Claim and run one generation, then keep its slot busy with the endpoint's next ones.
+
+    Returns what happened to the first generation (for logs and tests). A task runs at most
+    DISPATCH_CHAIN_MAX generations before it hands the remaining work back to the queue.
+    """
     generation = dispatch.claim(generation_id)
     if generation is None:
         return "skipped"
-    endpoint = generation.endpoint
+    endpoint_id = generation.endpoint_id
+    first_outcome = ""
+    remaining = max(1, settings.DISPATCH_CHAIN_MAX)
+    current: Generation | None = generation
+    try:
+        while current is not None:
+            remaining -= 1
+            outcome, current = _run_claimed(current, hand_over=remaining > 0)
+            first_outcome = first_outcome or outcome
+    finally:
+        dispatch.pump([endpoint_id])
+    return first_outcome
+
+
+def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Generation | None]:
+    """Run a claimed generation; return its outcome and the next one handed over, if any."""
+    endpoint = ModelEndpoint.objects.get(pk=generation.endpoint_id)
     lost = dispatch.lease_keeper.hold(generation)
 
     def heartbeat() -> None:
@@ -108,20 +128,22 @@ def run_generation(generation_id: int) -> str:
             backoff_cap_s=settings.MODEL_RETRY_CAP_S,
             heartbeat=heartbeat,
         )
-        dispatch.finish(
+        successor = dispatch.finish(
             generation,
+            hand_over=hand_over,
             status=GenerationStatus.SUCCEEDED,
             attempts=generation.attempts + attempts,
             error="",
             **_outcome(result),
         )
-        return "succeeded"
+        return "succeeded", successor
     except ModelError as error:
         fields: dict[str, Any] = {}
         if error.partial is not None and error.partial.received_text:
             fields = _outcome(error.partial)
-        dispatch.finish(
+        successor = dispatch.finish(
             generation,
+            hand_over=hand_over,
             **{
                 **fields,
                 "status": GenerationStatus.FAILED,
@@ -130,9 +152,9 @@ def run_generation(generation_id: int) -> str:
                 "http_status": error.http_status,
             },
         )
-        return "failed"
+        return "failed", successor
     except dispatch.Cancelled:
-        return "cancelled"
+        return "cancelled", None
     except Exception as error:
         logger.exception("generation crashed", extra={"generation": generation.public_id})
         dispatch.finish(
@@ -140,7 +162,6 @@ def run_generation(generation_id: int) -> str:
             status=GenerationStatus.FAILED,
             error=f"internal error: {type(error).__name__}: {error}",
         )
-        return "failed"
+        return "failed", None
     finally:
         dispatch.lease_keeper.release(generation)
-        dispatch.pump([endpoint.pk])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from celery import shared_task
@@ -27,3 +28,6 @@ def _start_sweeper(**_: Any) -> None:
     # Every worker keeps dispatch moving on its own, so `celery -A grading worker` needs no
     # beat and serves endpoints added after it started.
     dispatch.start_sweeper()
+    # What is loaded by now lives as long as the process: keep it out of the garbage
+    # collector's full passes, whose pauses would stall every stream in flight.
+    gc.freeze()
