@@ -20,7 +20,6 @@ from inference.models import Generation, TaskItem
 from .markdown import render_markdown, render_plain
 from .models import (
     Assignment,
-    IdentityLeakPolicy,
     ReviewSettings,
     Rubric,
     RubricBand,
@@ -65,7 +64,9 @@ def build_sheet(assignment: Assignment) -> Sheet:
     """The blinded content of an assignment, answers in the reviewer's order."""
     unit = assignment.unit
     settings_row = ReviewSettings.objects.filter(campaign_id=unit.campaign_id).first()
-    mask = settings_row is None or settings_row.identity_leaks == IdentityLeakPolicy.MASK
+    # Names are always masked for reviewers: under the "hold" policy an item reaches them only
+    # after an admin released it, and its names must still not show.
+    mask = True
     show_reasoning = bool(settings_row and settings_row.show_reasoning)
     item = TaskItem.objects.select_related("task_type").with_images().get(pk=unit.item_id)
     rubric = Rubric.objects.current()

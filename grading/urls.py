@@ -15,6 +15,7 @@ urlpatterns = [
     path("review/a/<str:public_id>/", views.review_assignment, name="review-assignment"),
     path("review/images/<str:public_id>/", views.review_image, name="review-image"),
     path("campaigns/<str:public_id>/review/", views.review_progress, name="review-progress"),
+    path("campaigns/<str:public_id>/held/", views.held_items, name="held-items"),
     path("", include("inference.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

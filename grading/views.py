@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from inference.access import HtmxHttpRequest
-from inference.models import Campaign, ModelEndpoint, Suite, TaskImage, TaskType
+from inference.models import Campaign, Generation, ModelEndpoint, Suite, TaskImage, TaskType
 
 from . import assignment, review
 from .models import Assignment, AssignmentStatus, FlagReason, Rubric, Score
@@ -252,3 +252,34 @@ def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
         "reviewers": reviewers,
     }
     return render(request, "grading/review_progress.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Admins: items held back because an answer names a model; release them to reviewers."""
+    if not is_admin(request.user):
+        raise PermissionDenied
+    campaign = get_object_or_404(Campaign, public_id=public_id)
+    held = campaign.review_units.filter(held_for_admin=True).select_related("item__task_type")
+    if request.method == "POST":
+        unit_id = request.POST.get("unit", "")
+        if "release_all" in request.POST:
+            chosen = held
+        else:
+            chosen = held.filter(pk=int(unit_id)) if unit_id.isdigit() else held.none()
+        released = chosen.update(held_for_admin=False)
+        messages.success(request, f"Released {released} item(s) to reviewers, names masked.")
+        return redirect("held-items", public_id=campaign.public_id)
+    units = list(held.order_by("item__external_id")[:200])
+    answers = Generation.objects.filter(
+        campaign=campaign, item_id__in=[u.item_id for u in units], status="succeeded"
+    ).select_related("endpoint")
+    by_item: dict[int, list[Generation]] = {}
+    for generation in answers:
+        by_item.setdefault(generation.item_id, []).append(generation)
+    rows = [{"unit": u, "answers": by_item.get(u.item_id, [])} for u in units]
+    return render(
+        request,
+        "grading/held_items.html",
+        {"campaign": campaign, "rows": rows, "total": held.count()},
+    )

@@ -261,3 +261,25 @@ def test_admin_sees_review_progress_per_reviewer(
     assert "3</strong> items to review" in html
     assert "5</strong> reviews still wanted" in html  # 3 items × 2 reviewers − 1 submitted
     assert logged_in(alice).get(f"/campaigns/{study.public_id}/review/").status_code == 403
+
+
+def test_held_items_reach_reviewers_only_after_release(
+    study: Campaign, alice: User, admin_client: Client
+) -> None:
+    study.review.identity_leaks = "hold"
+    study.review.save()
+    study.review_units.all().delete()
+    Generation.objects.filter(campaign=study, content__contains="文心").update(
+        identity_leaks=["文心一言"]
+    )
+    queue.sync_units(study)
+    assert study.review_units.filter(held_for_admin=True).count() == 3
+    client = logged_in(alice)
+    assert client.get("/review/next/").status_code == 200  # nothing to review: all held
+    html = admin_client.get(f"/campaigns/{study.public_id}/held/").content.decode()
+    assert "文心一言" in html and "deepseek-r1-distill-qwen-1.5b" in html
+    assert logged_in(alice).get(f"/campaigns/{study.public_id}/held/").status_code == 403
+    admin_client.post(f"/campaigns/{study.public_id}/held/", {"release_all": "1"})
+    assert not study.review_units.filter(held_for_admin=True).exists()
+    _, html = first_assignment(client)
+    assert "■" in html and "文心" not in html
