@@ -24,7 +24,14 @@ from django.utils import timezone
 
 from inference.models import Campaign, CampaignStatus, Generation, GenerationStatus
 
-from .models import Assignment, AssignmentStatus, IdentityLeakPolicy, ReviewSettings, ReviewUnit
+from .models import (
+    Assignment,
+    AssignmentStatus,
+    IdentityLeakPolicy,
+    Layout,
+    ReviewSettings,
+    ReviewUnit,
+)
 
 _random = random.SystemRandom()
 
@@ -54,7 +61,11 @@ def sync_units(campaign: Campaign) -> int:
             "item_id", "sample"
         )
     )
-    existing = set(campaign.review_units.values_list("item_id", "sample"))
+    if review.layout == Layout.SINGLE:
+        return _sync_single_units(campaign, review, busy)
+    existing = set(
+        campaign.review_units.filter(generation__isnull=True).values_list("item_id", "sample")
+    )
     held: set[tuple[int, int]] = set()
     if review.identity_leaks == IdentityLeakPolicy.HOLD:
         # Answers naming a model wait for an admin instead of reaching reviewers.
@@ -72,6 +83,35 @@ def sync_units(campaign: Campaign) -> int:
             held_for_admin=(item_id, sample) in held,
         )
         for item_id, sample in sorted(ready - busy - existing)
+    ]
+    ReviewUnit.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+    return len(new)
+
+
+def _sync_single_units(
+    campaign: Campaign, review: ReviewSettings, busy: set[tuple[int, int]]
+) -> int:
+    """Single-response layout: one unit per succeeded answer."""
+    existing = set(
+        campaign.review_units.filter(generation__isnull=False).values_list(
+            "generation_id", flat=True
+        )
+    )
+    answers = campaign.generations.filter(status=GenerationStatus.SUCCEEDED).values_list(
+        "pk", "item_id", "sample", "identity_leaks"
+    )
+    hold = review.identity_leaks == IdentityLeakPolicy.HOLD
+    new = [
+        ReviewUnit(
+            campaign=campaign,
+            item_id=item_id,
+            sample=sample,
+            generation_id=pk,
+            shuffle_key=_random.randrange(2**31),
+            held_for_admin=hold and bool(leaks),
+        )
+        for pk, item_id, sample, leaks in answers
+        if pk not in existing and (item_id, sample) not in busy
     ]
     ReviewUnit.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
     return len(new)
@@ -109,6 +149,10 @@ def available_count(reviewer: Any) -> int:
 
 
 def _answers(unit: ReviewUnit) -> list[str]:
+    if unit.generation_id is not None:
+        return list(
+            Generation.objects.filter(pk=unit.generation_id).values_list("public_id", flat=True)
+        )
     return list(
         Generation.objects.filter(
             campaign_id=unit.campaign_id,

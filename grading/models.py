@@ -153,6 +153,10 @@ class ReviewUnit(models.Model):
         "inference.TaskItem", on_delete=models.CASCADE, related_name="review_units_as_item"
     )
     sample = models.PositiveSmallIntegerField(default=0)
+    # Set in single-response layout: the unit is one answer, not the whole item.
+    generation = models.ForeignKey(
+        "inference.Generation", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
     holders = models.PositiveSmallIntegerField(default=0)
     submitted = models.PositiveSmallIntegerField(default=0)
     # A random key fixed at creation: ties between equally-reviewed units are broken in an
@@ -164,8 +168,15 @@ class ReviewUnit(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["campaign", "item", "sample"], name="unique_review_unit"
-            )
+                fields=["campaign", "item", "sample"],
+                condition=models.Q(generation__isnull=True),
+                name="unique_review_unit",
+            ),
+            models.UniqueConstraint(
+                fields=["generation"],
+                condition=models.Q(generation__isnull=False),
+                name="unique_single_answer_unit",
+            ),
         ]
         indexes = [models.Index(fields=["campaign", "holders", "submitted", "shuffle_key"])]
 

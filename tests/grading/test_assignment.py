@@ -250,3 +250,22 @@ def test_hold_policy_keeps_answers_naming_a_model_from_reviewers() -> None:
         queue.submit(a, full_scores(a))
     assert given == ["i1"]
     assert ReviewUnit.objects.get(item__external_id="i0").held_for_admin
+
+
+@pytest.mark.django_db
+def test_single_response_layout_reviews_each_answer_on_its_own() -> None:
+    campaign = make_campaign(items=2, k=1)
+    ReviewUnit.objects.all().delete()
+    campaign.review.layout = "single"
+    campaign.review.save()
+    assert queue.sync_units(campaign) == 4  # 2 items × 2 models
+    assert queue.sync_units(campaign) == 0
+    alice = make_reviewer("alice")
+    seen = []
+    while (a := queue.next_assignment(alice)) is not None:
+        assert len(a.order) == 1
+        seen.append(a.order[0])
+        queue.submit(a, full_scores(a, 5))
+    assert len(set(seen)) == 4
+    assert Score.objects.filter(reviewer=alice).count() == 4
+    assert set(Score.objects.values_list("position", flat=True)) == {0}
