@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,7 +21,7 @@ from inference.access import HtmxHttpRequest
 from inference.models import Campaign, Generation, ModelEndpoint, Suite, TaskImage, TaskType
 
 from . import assignment, review
-from .models import Assignment, AssignmentStatus, FlagReason, Rubric, Score
+from .models import Assignment, AssignmentStatus, FlagReason, ReviewUnit, Rubric, Score
 from .roles import is_admin, is_reviewer
 
 
@@ -139,7 +139,7 @@ def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> d
     return {
         "sheet": review.build_sheet(held),
         "error": error,
-        "progress": _progress(request),
+        "progress": _progress(request, held),
         "score_range": range(11),
         "flag_reasons": FlagReason.choices,
         "last_submitted": request.session.get("last-submitted", ""),
@@ -162,13 +162,27 @@ def _next_page(request: HtmxHttpRequest) -> HttpResponse:
     return response
 
 
-def _progress(request: HttpRequest) -> dict[str, int]:
-    return {
-        "scored": Assignment.objects.filter(
-            reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED
-        ).count(),
-        "available": assignment.available_count(request.user),
+def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str, int]:
+    """The reviewer's own progress, and the progress of the campaign of the current item."""
+    scored = Assignment.objects.filter(
+        reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED
+    ).count()
+    available = assignment.available_count(request.user)
+    reserved = Assignment.objects.filter(
+        reviewer_id=request.user.pk, status=AssignmentStatus.RESERVED
+    ).count()
+    progress = {
+        "scored": scored,
+        "available": available,
+        "mine_total": scored + reserved + available,
     }
+    if held is not None:
+        units = ReviewUnit.objects.filter(campaign_id=held.unit.campaign_id).aggregate(
+            wanted=Sum(F("campaign__review__reviewers_per_output")), done=Sum("submitted")
+        )
+        progress["campaign_wanted"] = units["wanted"] or 0
+        progress["campaign_done"] = units["done"] or 0
+    return progress
 
 
 @require_GET

@@ -155,6 +155,8 @@ def test_every_reviewer_page_is_blind(study: Campaign, alice: User) -> None:
     assert_blind(client.get("/review/"))
     url, html = first_assignment(client)
     assert "Answer A" in html and "Answer B" in html
+    assert '<progress max="3" value="0">' in html  # the reviewer's own progress
+    assert '<progress max="6" value="0">' in html  # the campaign's: 3 items × 2 reviewers
     assert_blind(client.get(url, headers=HTMX))
     response = client.post(url, {**scores_for(2), "comment-0": "ok"}, headers=HTMX)
     next_html = assert_blind(response)
