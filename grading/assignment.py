@@ -56,11 +56,11 @@ def sync_units(campaign: Campaign) -> int:
             status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
         ).values_list("item_id", "sample")
     )
-    ready = set(
-        campaign.generations.filter(status=GenerationStatus.SUCCEEDED).values_list(
-            "item_id", "sample"
-        )
+    # Answers brought in by import_scores are placeholders: there is nothing to review.
+    answered = campaign.generations.filter(status=GenerationStatus.SUCCEEDED).exclude(
+        request__has_key="imported_from"
     )
+    ready = set(answered.values_list("item_id", "sample"))
     if review.layout == Layout.SINGLE:
         return _sync_single_units(campaign, review, busy)
     existing = set(
@@ -97,8 +97,10 @@ def _sync_single_units(
             "generation_id", flat=True
         )
     )
-    answers = campaign.generations.filter(status=GenerationStatus.SUCCEEDED).values_list(
-        "pk", "item_id", "sample", "identity_leaks"
+    answers = (
+        campaign.generations.filter(status=GenerationStatus.SUCCEEDED)
+        .exclude(request__has_key="imported_from")
+        .values_list("pk", "item_id", "sample", "identity_leaks")
     )
     hold = review.identity_leaks == IdentityLeakPolicy.HOLD
     new = [
