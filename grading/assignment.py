@@ -51,20 +51,23 @@ def campaigns_for(reviewer: Any) -> list[int]:
 def sync_units(campaign: Campaign) -> int:
     """Create review units for items whose answers are all in (at least one succeeded)."""
     review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
+    # .order_by(): these are sets; the model's default ordering would add joins and a sort.
     busy = set(
-        campaign.generations.filter(
-            status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
-        ).values_list("item_id", "sample")
+        campaign.generations.filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING])
+        .order_by()
+        .values_list("item_id", "sample")
     )
     # Answers brought in by import_scores are placeholders: there is nothing to review.
     answered = campaign.generations.filter(status=GenerationStatus.SUCCEEDED).exclude(
         request__has_key="imported_from"
     )
-    ready = set(answered.values_list("item_id", "sample"))
+    ready = set(answered.order_by().values_list("item_id", "sample"))
     if review.layout == Layout.SINGLE:
         return _sync_single_units(campaign, review, busy)
     existing = set(
-        campaign.review_units.filter(generation__isnull=True).values_list("item_id", "sample")
+        campaign.review_units.filter(generation__isnull=True)
+        .order_by()
+        .values_list("item_id", "sample")
     )
     held: set[tuple[int, int]] = set()
     if review.identity_leaks == IdentityLeakPolicy.HOLD:
@@ -72,6 +75,7 @@ def sync_units(campaign: Campaign) -> int:
         held = set(
             campaign.generations.filter(status=GenerationStatus.SUCCEEDED)
             .exclude(identity_leaks=[])
+            .order_by()
             .values_list("item_id", "sample")
         )
     new = [
@@ -100,6 +104,7 @@ def _sync_single_units(
     answers = (
         campaign.generations.filter(status=GenerationStatus.SUCCEEDED)
         .exclude(request__has_key="imported_from")
+        .order_by()
         .values_list("pk", "item_id", "sample", "identity_leaks")
     )
     hold = review.identity_leaks == IdentityLeakPolicy.HOLD

@@ -178,7 +178,8 @@ class ReviewUnit(models.Model):
                 name="unique_single_answer_unit",
             ),
         ]
-        indexes = [models.Index(fields=["campaign", "holders", "submitted", "shuffle_key"])]
+        # The order next_assignment walks: least submitted, then least held, then shuffled.
+        indexes = [models.Index(fields=["campaign", "submitted", "holders", "shuffle_key"])]
 
     def __str__(self) -> str:
         return f"{self.campaign.slug}/{self.item_id}#{self.sample}"
