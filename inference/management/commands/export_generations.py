@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
+from django.core.management.base import CommandParser
 
-from inference.csvutil import output_stream, write_csv
-from inference.models import Campaign, Generation
+from inference.csvexport import CsvExportCommand
+from inference.models import Generation
 
 # Column → field, in the order of DESIGN §4.4.
 COLUMNS = {
@@ -47,28 +44,16 @@ ORDER = (
 CHUNK_SIZE = 2000
 
 
-class Command(BaseCommand):
+class Command(CsvExportCommand):
     help = (
         "Export one CSV row per generation: its campaign, item, model, status, timings and token "
         "counts (DESIGN §4.4), optionally with the answer's text."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--campaign",
-            action="append",
-            dest="campaigns",
-            metavar="SLUG",
-            help="Only this campaign (repeat for several; default: every campaign).",
-        )
-        parser.add_argument(
-            "--output", type=Path, metavar="FILE", help="Write to FILE (default: stdout)."
-        )
+        super().add_arguments(parser)
         parser.add_argument(
             "--with-text", action="store_true", help="Add the content and reasoning columns."
-        )
-        parser.add_argument(
-            "--bom", action="store_true", help="Start with a UTF-8 byte order mark (for Excel)."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -79,27 +64,4 @@ class Command(BaseCommand):
         rows: Iterable[tuple[Any, ...]] = generations.values_list(*columns.values()).iterator(
             chunk_size=CHUNK_SIZE
         )
-
-        path: Path | None = options["output"]
-        if path is not None and options["verbosity"] > 0 and self.stderr.isatty():
-            rows = tqdm(rows, total=generations.count(), unit="gen", file=sys.stderr, leave=False)
-        try:
-            with output_stream(path, self.stdout) as stream:
-                written = write_csv(stream, list(columns), rows, bom=options["bom"])
-        except OSError as error:
-            if path is None:
-                raise
-            raise CommandError(f"cannot write {path}: {error.strerror or error}") from error
-        if path is not None and options["verbosity"] > 0:
-            self.stderr.write(f"wrote {written} generations to {path}")
-
-    def campaigns(self, options: dict[str, Any]) -> list[str]:
-        """The requested campaign slugs, each checked to exist."""
-        wanted = list(dict.fromkeys(options["campaigns"]))
-        found = set(Campaign.objects.filter(slug__in=wanted).values_list("slug", flat=True))
-        unknown = [slug for slug in wanted if slug not in found]
-        if unknown:
-            known = ", ".join(Campaign.objects.values_list("slug", flat=True)) or "none"
-            names = ", ".join(repr(slug) for slug in unknown)
-            raise CommandError(f"no campaign {names} (known: {known})")
-        return wanted
+        self.write(options, columns, rows, unit="generations", total=generations.count)
