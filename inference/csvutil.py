@@ -103,15 +103,40 @@ def write_csv(
     Rows are formatted by `format_cell` one at a time, so memory stays constant however many
     there are. `stream` must be opened with `newline=""` (see the module docstring).
     """
+    lines = 0
+    for text in csv_lines(header, rows, bom=bom):
+        stream.write(text)
+        lines += 1
+    return lines - 1 - int(bom)  # every line but the header (and the byte order mark)
+
+
+class _LastLine:
+    """What a `csv.writer` wrote last (it writes one whole line per `writerow`)."""
+
+    text = ""
+
+    def write(self, text: str) -> int:
+        self.text = text
+        return len(text)
+
+
+def csv_lines(
+    header: Sequence[str], rows: Iterable[Iterable[object]], *, bom: bool = False
+) -> Iterator[str]:
+    """The CSV's text one line at a time (the byte order mark, when asked, first on its own).
+
+    What `write_csv` writes, for a consumer that pulls instead: a streamed HTTP response sends
+    exactly the bytes a command writes to its file.
+    """
     if bom:
-        stream.write(BOM)
-    writer = csv.writer(stream)
+        yield BOM
+    line = _LastLine()
+    writer = csv.writer(line)
     writer.writerow(header)
-    count = 0
+    yield line.text
     for row in rows:
         writer.writerow([format_cell(value) for value in row])
-        count += 1
-    return count
+        yield line.text
 
 
 @contextmanager
