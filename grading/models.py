@@ -260,3 +260,51 @@ class Score(models.Model):
 
     def __str__(self) -> str:
         return f"{self.score} by {self.reviewer_id} for {self.generation_id}"
+
+
+class ExportKind(models.TextChoices):
+    SCORES = "scores", _("scores")
+    AGGREGATE = "aggregate", _("aggregate scores")
+    GENERATIONS = "generations", _("generations")
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    DONE = "done", _("done")
+    FAILED = "failed", _("failed")
+
+
+class Export(models.Model):
+    """A campaign's CSV export too large to download at once, written by a worker to a file.
+
+    The file is `settings.EXPORT_DIR / "<public_id>.csv"` (see `grading.exports.path_of`); it
+    exists once the export is done and only then.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    kind = models.CharField(max_length=16, choices=ExportKind.choices)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="exports")
+    bom = models.BooleanField(default=False)
+    anonymize_reviewers = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED
+    )
+    rows_expected = models.PositiveIntegerField(default=0)
+    rows_written = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["campaign", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} {self.kind} ({self.status})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)

@@ -264,6 +264,11 @@ MODEL_READ_TIMEOUT_S = env_int("MODEL_READ_TIMEOUT_S", 300)
 
 # Review: how long an item stays reserved for a reviewer who opened it.
 REVIEW_RESERVATION_S = env_int("REVIEW_RESERVATION_S", 1800)
+# Exports from the campaign page: up to EXPORT_INLINE_MAX_ROWS rows (scores or generations read)
+# download at once; larger ones are written by a Celery worker into EXPORT_DIR and downloaded
+# from there when ready.
+EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 20000)
+EXPORT_DIR = Path(env_str("EXPORT_DIR") or VAR_DIR / "exports")
 # Words that reveal a model in an answer (comma-separated); unset: inference.leaks.DEFAULT_TERMS.
 if env_str("IDENTITY_LEAK_TERMS"):
     IDENTITY_LEAK_TERMS = env_list("IDENTITY_LEAK_TERMS", [])
