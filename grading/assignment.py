@@ -42,9 +42,11 @@ def reservation_s() -> int:
 
 def campaigns_for(reviewer: Any) -> list[int]:
     """Launched campaigns this reviewer may work on (open to all, or naming them)."""
-    launched = Campaign.objects.filter(
-        status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED]
-    ).filter(Q(review__reviewers__isnull=True) | Q(review__reviewers=reviewer))
+    launched = (
+        Campaign.objects.filter(status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED])
+        .filter(Q(review__reviewers__isnull=True) | Q(review__reviewers=reviewer))
+        .exclude(review__results_open=True)
+    )
     return list(launched.values_list("pk", flat=True).distinct())
 
 
@@ -142,6 +144,25 @@ def release_expired() -> int:
     return len(expired)
 
 
+def close_review(campaign: Campaign) -> int:
+    """Stop a campaign taking scores (its results are open): drop its unfinished reservations."""
+    with transaction.atomic():
+        reserved = Assignment.objects.filter(
+            unit__campaign=campaign, status=AssignmentStatus.RESERVED
+        )
+        units = Counter(reserved.values_list("unit_id", flat=True))
+        reserved.delete()
+        for unit_id, count in units.items():
+            ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - count)
+    return sum(units.values())
+
+
+def _review_closed(assignment: Assignment) -> bool:
+    return ReviewSettings.objects.filter(
+        campaign__review_units=assignment.unit_id, results_open=True
+    ).exists()
+
+
 def available_count(reviewer: Any) -> int:
     """Units this reviewer could still be given."""
     return (
@@ -233,6 +254,9 @@ def skip(assignment: Assignment) -> None:
             ReviewUnit.objects.filter(pk=assignment.unit_id).update(holders=F("holders") - 1)
 
 
+RESULTS_OPEN = "this campaign's results are open, so it takes no more scores"
+
+
 class ScoreError(ValueError):
     """Scores that cannot be saved, with a message for the reviewer."""
 
@@ -259,6 +283,8 @@ def submit(
     """
     from .models import FlagReason, Rubric, Score
 
+    if _review_closed(assignment):
+        raise ScoreError(RESULTS_OPEN)
     missing = [pid for pid in assignment.order if pid not in scores]
     if missing:
         raise ScoreError(f"score every answer ({len(missing)} left)")
@@ -305,6 +331,8 @@ def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:
     """Change the scores of a submitted assignment (the reviewer's own, still blind)."""
     from .models import FlagReason, Score
 
+    if _review_closed(assignment):
+        raise ScoreError(RESULTS_OPEN)
     parsed = {pid: parse_score(values.get("score")) for pid, values in scores.items()}
     for values in scores.values():
         reason = values.get("flag_reason") or ""

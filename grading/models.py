@@ -125,6 +125,12 @@ class ReviewSettings(models.Model):
     identity_leaks = models.CharField(
         max_length=8, choices=IdentityLeakPolicy.choices, default=IdentityLeakPolicy.MASK
     )
+    results_open = models.BooleanField(
+        default=False,
+        help_text=_(
+            "Reviewers may read this campaign's comparison; it then takes no more scores."
+        ),
+    )
     reviewers = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,

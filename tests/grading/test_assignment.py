@@ -269,3 +269,43 @@ def test_single_response_layout_reviews_each_answer_on_its_own() -> None:
     assert len(set(seen)) == 4
     assert Score.objects.filter(reviewer=alice).count() == 4
     assert set(Score.objects.values_list("position", flat=True)) == {0}
+
+
+@pytest.mark.django_db
+class TestResultsOpen:
+    """Once an admin opens a campaign's results to reviewers, grading it must stop."""
+
+    def open_results(self, campaign: Campaign) -> int:
+        ReviewSettings.objects.filter(campaign=campaign).update(results_open=True)
+        return queue.close_review(campaign)
+
+    def test_open_campaign_offers_no_more_work(self) -> None:
+        campaign = make_campaign(items=3)
+        alice = make_reviewer("alice")
+        assert queue.available_count(alice) == 3
+        self.open_results(campaign)
+        assert queue.available_count(alice) == 0
+        assert queue.next_assignment(alice) is None
+
+    def test_opening_drops_reservations_and_refuses_their_submit(self) -> None:
+        campaign = make_campaign(items=2)
+        alice = make_reviewer("alice")
+        held = queue.next_assignment(alice)
+        assert held is not None
+        assert self.open_results(campaign) == 1
+        assert ReviewUnit.objects.get(pk=held.unit_id).holders == 0
+        assert not Assignment.objects.filter(pk=held.pk).exists()
+        with pytest.raises(queue.ScoreError, match="results are open"):
+            queue.submit(held, full_scores(held))
+        assert not Score.objects.exists()
+
+    def test_submitted_scores_cannot_be_edited_after_results_open(self) -> None:
+        campaign = make_campaign(items=1)
+        alice = make_reviewer("alice")
+        held = queue.next_assignment(alice)
+        assert held is not None
+        queue.submit(held, full_scores(held, 3))
+        self.open_results(campaign)
+        with pytest.raises(queue.ScoreError, match="results are open"):
+            queue.edit(held, full_scores(held, 9))
+        assert set(Score.objects.values_list("score", flat=True)) == {3}
