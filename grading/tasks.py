@@ -7,6 +7,8 @@ import socket
 from celery import shared_task
 from django.core.cache import cache
 
+from . import exports
+
 PING_KEY = "worker-ping:{token}"
 
 
@@ -14,3 +16,9 @@ PING_KEY = "worker-ping:{token}"
 def ping(token: str) -> None:
     """Answer a liveness probe: record which worker host took the message."""
     cache.set(PING_KEY.format(token=token), socket.gethostname(), timeout=300)
+
+
+@shared_task(name="gradebench.write_export", ignore_result=True)
+def write_export(export_id: int) -> str:
+    """Write a queued export's file; a redelivered message for a started one does nothing."""
+    return exports.run_export(export_id)

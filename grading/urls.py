@@ -16,6 +16,8 @@ urlpatterns = [
     path("review/images/<str:public_id>/", views.review_image, name="review-image"),
     path("campaigns/<str:public_id>/review/", views.review_progress, name="review-progress"),
     path("campaigns/<str:public_id>/held/", views.held_items, name="held-items"),
+    path("campaigns/<str:public_id>/export/", views.campaign_export, name="campaign-export"),
+    path("exports/<str:public_id>/download/", views.export_download, name="export-download"),
     path("", include("inference.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

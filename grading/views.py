@@ -4,24 +4,46 @@ from __future__ import annotations
 
 import statistics
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, F, Q, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from inference.access import HtmxHttpRequest
 from inference.models import Campaign, Generation, ModelEndpoint, Suite, TaskImage, TaskType
 
-from . import assignment, review
-from .models import Assignment, AssignmentStatus, FlagReason, ReviewUnit, Rubric, Score
+from . import assignment, exports, review
+from .models import (
+    Assignment,
+    AssignmentStatus,
+    Export,
+    ExportKind,
+    ExportStatus,
+    FlagReason,
+    ReviewUnit,
+    Rubric,
+    Score,
+)
 from .roles import is_admin, is_reviewer
 
 
@@ -296,4 +318,108 @@ def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
         request,
         "grading/held_items.html",
         {"campaign": campaign, "rows": rows, "total": held.count()},
+    )
+
+
+# --- Exports (admins) ------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
+    """Admins: a campaign's CSVs. Small ones download at once; large ones are written by a
+    worker and listed with their status (polled while any is unfinished) and download links.
+
+    htmx gets the export section (`#export`, embedded in the campaign page) or, when polling,
+    just the list (`?part=exports`); a plain GET gets the whole page.
+    """
+    if not is_admin(request.user):
+        raise PermissionDenied
+    campaign = get_object_or_404(Campaign, public_id=public_id)
+    if request.method == "POST":
+        return _start_export(request, campaign)
+    listed = exports.recent(campaign)
+    context: dict[str, object] = {
+        "campaign": campaign,
+        "exports": listed,
+        "polling": any(export.active for export in listed),
+    }
+    if request.htmx and request.GET.get("part") == "exports":
+        return render(request, "grading/campaign_export.html#exports", context)
+    counts = exports.row_counts(campaign)
+    context.update(
+        {
+            "counts": counts,
+            "large": {kind: exports.is_large(kind, counts) for kind in ExportKind.values},
+            "inline_max": settings.EXPORT_INLINE_MAX_ROWS,
+            # Where the form comes back to: the page showing this section.
+            "next": (request.htmx.current_url_abs_path if request.htmx else None)
+            or request.get_full_path(),
+        }
+    )
+    if request.htmx:
+        return render(request, "grading/campaign_export.html#export", context)
+    return render(request, "grading/campaign_export.html", context)
+
+
+def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseBase:
+    kind = request.POST.get("kind", "")
+    if kind not in ExportKind.values:
+        return HttpResponseBadRequest("Unknown export.")
+    bom = bool(request.POST.get("bom"))
+    anonymize = bool(request.POST.get("anonymize")) and kind == ExportKind.SCORES
+    counts = exports.row_counts(campaign)
+    if not exports.is_large(kind, counts):
+        chunks = exports.csv_chunks(kind, campaign, bom=bom, anonymize=anonymize)
+        response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = content_disposition_header(
+            True, exports.filename(campaign, kind)
+        )
+        return response
+    try:
+        exports.request_export(
+            campaign,
+            kind,
+            bom=bom,
+            anonymize=anonymize,
+            user_id=request.user.pk,
+            expected=counts[kind],
+        )
+    except exports.NoWorker:
+        messages.error(
+            request,
+            _(
+                "No Celery worker is running, so this export cannot be written. Start one with "
+                "“celery -A grading worker”, or export from the command line: “%(command)s”."
+            )
+            % {"command": exports.equivalent_command(campaign, kind, bom=bom, anonymize=anonymize)},
+        )
+    else:
+        messages.success(
+            request, _("The export is being written; a download link appears when it is ready.")
+        )
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse("campaign-export", kwargs={"public_id": campaign.public_id})
+    return redirect(next_url)
+
+
+@require_GET
+def export_download(request: HttpRequest, public_id: str) -> FileResponse:
+    """Admins: the file of a finished export (any admin's)."""
+    if not is_admin(request.user):
+        raise PermissionDenied
+    export = get_object_or_404(
+        Export.objects.select_related("campaign"), public_id=public_id, status=ExportStatus.DONE
+    )
+    try:
+        handle = exports.path_of(export).open("rb")
+    except FileNotFoundError:
+        raise Http404("This export's file is gone; export again.") from None
+    return FileResponse(
+        handle,
+        as_attachment=True,
+        filename=exports.filename(export.campaign, export.kind),
+        content_type="text/csv; charset=utf-8",
     )
