@@ -25,18 +25,20 @@ resampled means at levels shifted by the bias correction z0 (from the share of r
 below the observed mean, ties counting half) and the acceleration a (from the jackknife
 leave-one-out means). `bootstrap_mean_ci` does the work; it draws
 `rng.integers(0, n, (resamples, n))` exactly as `scipy.stats.bootstrap` does and gives the same
-interval for the same seed (a test checks it), in about a third of scipy's time, which matters
+interval for the same seed (a test checks it), in about half of scipy's time, which matters
 when a page summarises a few hundred cells. Special cases: one item gives (v, v); items whose
 means are all equal give (v, v); where the BCa levels are undefined (z0 infinite, which needs
 every resampled mean on one side of the observed one) the plain percentile levels are used.
 
 BCa was chosen by measurement (`python tests/benchmarks/bench_stats.py` prints the table): for
-1,000 simulated studies per cell, with 1–3 integer scores 0–10 per item from six
-distributions (clipped normals at 2, 5 and 8, a 0/10 bimodal one, two beta-binomials), BCa's
-coverage was the closest of the three scipy methods to 95%. With 40 items it covers 93–97% for
-every distribution but the most skewed beta-binomial (≈93%); with 20 items for four of six; with
-10 items it covers ≈88–91% and with 5 items ≈83–85% — every bootstrap interval undercovers on so
-few items, so read the CIs of tiny cells as too narrow.
+1,000 simulated studies per cell, with 1–3 integer scores 0–10 per item from six distributions
+(clipped normals at 2, 5 and 8, a 0/10 bimodal one, two beta-binomials), BCa's coverage was the
+closest of scipy's three methods (percentile, basic, BCa) to 95% on average at every size. It
+is still short of it: with 20 or 40 items it covers 91–96% (93–97% for four of the six
+distributions; the ceiling-bound normal and the skewed beta-binomial come out near 92%), with
+10 items 91–93% (96% for the bimodal one), with 5 items 82–86%. Every bootstrap interval
+undercovers on so few items, so the CIs of small cells are too narrow; Student's t interval,
+measured alongside as a reference, came closer to 95%.
 
 Differences (`paired_difference`, `holm`, `holm_adjust`)
 -------------------------------------------------------
@@ -388,25 +390,13 @@ def _ratings(ratings: Iterable[tuple[Hashable, Hashable, float]]) -> _Ratings:
     return _Ratings(list(reviewer_index), r, u, values, len(unit_index))
 
 
-def _interval_alpha(
-    pairable: FloatArray, total: FloatArray, squares: FloatArray, within: FloatArray
-) -> FloatArray:
-    """Interval alpha from sums over (possibly repeated) units.
+def _unit_sums(unit: npt.NDArray[np.intp], value: FloatArray, units: int) -> FloatArray:
+    """Per unit (columns): count, sum, sum of squares, within-unit disagreement, min, max (rows).
 
-    `pairable` is the number of pairable scores n, `total` and `squares` the sum and sum of
-    squares of those scores, `within` the sum over units of Σ_{i≠j}(v_i − v_j)² / (m_u − 1).
-    With squared differences, the sum over all ordered pairs of pooled scores is
-    2(n·Σv² − (Σv)²), so alpha = 1 − (n − 1)·within / (2(n·Σv² − (Σv)²)).
+    Scores are centred on their median first: that changes no difference, and keeps
+    n·Σv² − (Σv)² in `_resampled_alphas` clear of cancellation.
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected = 2 * (pairable * squares - total**2)
-        return np.asarray(1 - (pairable - 1) * within / expected, dtype=np.float64)
-
-
-def _unit_sums(
-    unit: npt.NDArray[np.intp], value: FloatArray, units: int
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Per unit: count, sum, sum of squares, within-unit disagreement, min, max."""
+    value = value - np.median(value)
     count = np.bincount(unit, minlength=units).astype(np.float64)
     total = np.bincount(unit, weights=value, minlength=units).astype(np.float64)
     squares = np.bincount(unit, weights=value**2, minlength=units).astype(np.float64)
@@ -414,15 +404,30 @@ def _unit_sums(
     high = np.full(units, -np.inf)
     np.minimum.at(low, unit, value)
     np.maximum.at(high, unit, value)
-    # Σ_{i≠j}(v_i − v_j)² = 2m·Σ(v_i − mean)², from deviations for accuracy; exactly 0 when the
-    # unit's scores agree, so a resample of agreeing units is recognised as such.
+    # Σ_{i≠j}(v_i − v_j)² / (m − 1) = 2m·Σ(v_i − mean)² / (m − 1), from deviations for
+    # accuracy, and exactly 0 when the unit's scores agree.
     deviation = value - (total / np.maximum(count, 1))[unit]
     spread = np.bincount(unit, weights=deviation**2, minlength=units)
     with np.errstate(divide="ignore", invalid="ignore"):
-        within = np.where(
-            (count > 1) & (low != high), 2 * count * spread / (count - 1), 0.0
-        ).astype(np.float64)
-    return count, total, squares, within, low, high
+        within = np.where((count > 1) & (low != high), 2 * count * spread / (count - 1), 0.0)
+    return np.stack([count, total, squares, within, low, high]).astype(np.float64)
+
+
+def _resampled_alphas(sums: FloatArray, picks: npt.NDArray[np.intp]) -> FloatArray:
+    """Interval alpha of each resample (a row of unit indices into `sums`); NaN if undefined.
+
+    Summed over the picked units: n pairable scores, their sum Σv and sum of squares Σv², and
+    D = Σ_u Σ_{i≠j}(v_i − v_j)² / (m_u − 1). The sum of squared differences over all ordered
+    pairs of pooled scores is 2(n·Σv² − (Σv)²), so alpha = 1 − (n − 1)·D / (2(n·Σv² − (Σv)²)).
+    """
+    count, total, squares, within = (np.sum(row[picks], axis=-1) for row in sums[:4])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alphas = 1 - (count - 1) * within / (2 * (count * squares - total**2))
+    # Only a resample of units whose reviewers agree can lack variance; check those exactly.
+    agreeing = np.flatnonzero(within == 0)
+    low, high = sums[4][picks[agreeing]], sums[5][picks[agreeing]]
+    alphas[agreeing[np.min(low, axis=-1) == np.max(high, axis=-1)]] = np.nan
+    return np.asarray(alphas, dtype=np.float64)
 
 
 def agreement(
@@ -450,19 +455,14 @@ def agreement(
     matrix[reviewer, column] = value
     alpha = float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="interval"))
 
-    # Centring changes no difference but keeps n·Σv² − (Σv)² free of cancellation.
-    centred = value - np.mean(value)
-    sums = np.stack(_unit_sums(column, centred, units))
-    # Sorted so the resamples do not depend on the order the ratings came in.
+    sums = _unit_sums(column, value, units)
+    # Units sorted by their sums, so the resamples do not depend on the order ratings came in.
     sums = sums[:, np.lexsort(sums[::-1])]
     rng = np.random.default_rng(seed)
     boot = []
     for start in range(0, resamples, AGREEMENT_CHUNK):
         picks = rng.integers(0, units, (min(AGREEMENT_CHUNK, resamples - start), units))
-        count, total, squares, within = (np.sum(s[picks], axis=-1) for s in sums[:4])
-        alphas = _interval_alpha(count, total, squares, within)
-        constant = np.min(sums[4][picks], axis=-1) == np.max(sums[5][picks], axis=-1)
-        boot.append(np.where(constant, np.nan, alphas))
+        boot.append(_resampled_alphas(sums, picks))
     alphas = np.concatenate(boot)
     alphas = alphas[np.isfinite(alphas)]
     if not alphas.size:

@@ -346,33 +346,53 @@ def test_agreement_on_random_data_matches_the_coincidence_matrix() -> None:
     assert result.alpha == pytest.approx(coincidence_alpha(matrix.tolist()), abs=1e-12)
 
 
-def test_bootstrap_alpha_of_a_resample_equals_krippendorff_on_the_resampled_units() -> None:
+def test_bootstrap_alphas_equal_krippendorff_on_the_resampled_units() -> None:
     # The CI recomputes alpha from per-unit sums; a resample repeats some units and drops others.
     rng = np.random.default_rng(8)
-    matrix = rng.integers(0, 11, (4, 25)).astype(float)
-    matrix[rng.random(matrix.shape) < 0.3] = NAN
-    matrix[:, 0] = [3, 3, NAN, 3]  # a constant unit
-    keep = np.sum(~np.isnan(matrix), axis=0) >= 2
-    matrix = matrix[:, keep]
-    picks = rng.integers(0, matrix.shape[1], matrix.shape[1])
+    matrix = rng.integers(0, 11, (4, 12)).astype(float)
+    matrix[:, 0] = [3, 3, NAN, 3]  # units whose reviewers agree
+    matrix[:, 1] = [NAN, 3, 3, NAN]
+    matrix[:, 2] = [7, NAN, 7, 7]
+    matrix[:, 3:][rng.random((4, 9)) < 0.3] = NAN
+    matrix = matrix[:, np.sum(~np.isnan(matrix), axis=0) >= 2]
+    units = matrix.shape[1]
     reviewer, unit = np.nonzero(~np.isnan(matrix))
-    sums = stats._unit_sums(unit, matrix[reviewer, unit], matrix.shape[1])
-
-    count, total, squares, within = (float(np.sum(s[picks])) for s in sums[:4])
-    alpha = stats._interval_alpha(
-        np.array(count), np.array(total), np.array(squares), np.array(within)
+    picks = np.vstack(
+        [
+            rng.integers(0, units, (6, units)),
+            np.resize([0, 1], units),  # every score 3: no alpha
+            np.resize([0, 2], units),  # every unit agrees, on 3 or 7: alpha 1
+        ]
     )
 
-    expected = krippendorff.alpha(
-        reliability_data=matrix[:, picks], level_of_measurement="interval"
-    )
-    assert float(alpha) == pytest.approx(expected, abs=1e-12)
+    alphas = stats._resampled_alphas(stats._unit_sums(unit, matrix[reviewer, unit], units), picks)
+
+    for row, alpha in zip(picks, alphas, strict=True):
+        try:
+            expected = krippendorff.alpha(matrix[:, row], level_of_measurement="interval")
+        except ValueError:  # a single value in the whole resample
+            expected = NAN
+        assert alpha == pytest.approx(expected, abs=1e-12, nan_ok=True)
+    assert math.isnan(alphas[-2])
+    assert alphas[-1] == 1.0
+
+
+def test_agreement_interval_skips_resamples_without_alpha() -> None:
+    # Units a and b agree on 3; resamples of only those have no alpha and must be left out.
+    ratings = [("ann", "a", 3), ("bob", "a", 3), ("ann", "b", 3), ("bob", "b", 3),
+               ("ann", "c", 2), ("bob", "c", 8)]  # fmt: skip
+
+    result = stats.agreement(ratings)
+
+    assert result.ci_low is not None and result.ci_high is not None
+    assert math.isfinite(result.ci_low) and result.ci_low <= result.ci_high <= 1.0
 
 
 def test_agreement_is_none_with_fewer_than_two_pairable_units() -> None:
     result = stats.agreement([("ann", "u1", 3), ("bob", "u1", 7), ("ann", "u2", 5)])
 
     assert result == stats.Agreement(None, None, None, units=1, scores=2, reviewers=2)
+    assert stats.agreement([]) == stats.Agreement(None, None, None, units=0, scores=0, reviewers=0)
 
 
 def test_agreement_is_none_without_variance() -> None:
