@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ KEEP_PER_CAMPAIGN = 10
 PROGRESS_EVERY = 1000  # rows between two updates of Export.rows_written
 CHUNK_CHARS = 64 * 1024  # text per piece of a streamed download
 WORKER_PING_S = 2.0
+DOUBLE_SUBMIT_S = 60  # an identical request this soon after is the same click, not a new export
 SUFFIXES = {
     ExportKind.SCORES: "scores",
     ExportKind.AGGREGATE: "scores-aggregate",
@@ -126,8 +128,8 @@ def request_export(
     user_id: int | None,
     expected: int,
 ) -> Export:
-    """Queue an export for a worker, once the transaction commits; the same one already
-    waiting or running is returned instead of a second.
+    """Queue an export for a worker, once the transaction commits; the same one asked for in
+    the last `DOUBLE_SUBMIT_S` and still unfinished is returned instead of a second.
 
     Raises NoWorker, creating nothing, when no worker answers a ping within `WORKER_PING_S`.
     """
@@ -141,6 +143,7 @@ def request_export(
         bom=bom,
         anonymize_reviewers=anonymize,
         status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING],
+        created_at__gte=timezone.now() - timedelta(seconds=DOUBLE_SUBMIT_S),
     ).first()
     if waiting is not None:
         return waiting

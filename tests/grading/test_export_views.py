@@ -34,6 +34,7 @@ from tests.conftest import PASSWORD, logged_in
 
 T0 = datetime.datetime(2025, 3, 1, 9, 30, tzinfo=datetime.UTC)
 HX = {"HX-Request": "true"}
+ONE_HOUR = datetime.timedelta(hours=1)
 
 
 def build_study(alice: User, bob: User) -> Campaign:
@@ -192,6 +193,21 @@ def test_export_page_shows_each_csv_with_its_row_count(
     assert "4 rows, one per task type × model" in html
     assert "6 rows, one per answer" in html
     assert 'name="bom"' in html and 'name="anonymize"' in html
+    assert "written by a worker" not in html
+
+
+@pytest.mark.django_db
+def test_export_page_says_which_exports_a_worker_will_write(
+    admin_client: Client, study: Campaign, settings: Any
+) -> None:
+    settings.EXPORT_INLINE_MAX_ROWS = 10
+
+    html = admin_client.get(f"/campaigns/{study.public_id}/export/").content.decode()
+
+    # 12 scores (read by both score exports) are over the limit; 6 generations are not.
+    rows = html.split("<tr>")[1:4]
+    assert ["written by a worker" in row for row in rows] == [True, True, False]
+    assert "Exports of up to 10 rows download at once" in html
 
 
 @pytest.mark.django_db
@@ -322,6 +338,11 @@ def test_a_large_export_already_waiting_is_not_queued_twice(
 
     assert response.status_code == 302
     assert list(Export.objects.all()) == [waiting]
+    # An old one still waiting (its message lost, say) does not stop a new request.
+    Export.objects.filter(pk=waiting.pk).update(created_at=waiting.created_at - ONE_HOUR)
+    response = post_export(admin_client, study, "generations", bom="1")
+    assert list(Export.objects.all()) == [waiting]  # no worker answered: nothing new queued
+    assert "No Celery worker is running" in admin_client.get(response["Location"]).content.decode()
 
 
 @pytest.mark.django_db
