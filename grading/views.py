@@ -10,7 +10,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
 from django.http import (
     FileResponse,
     Http404,
@@ -30,9 +30,19 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from inference.access import HtmxHttpRequest
-from inference.models import Campaign, Generation, ModelEndpoint, Suite, TaskImage, TaskType
+from inference.csvutil import csv_lines
+from inference.models import (
+    Campaign,
+    Generation,
+    Modality,
+    ModelEndpoint,
+    Suite,
+    TaskImage,
+    TaskType,
+)
 
-from . import assignment, exports, review
+from . import assignment, charts, comparison, exports, review
+from .markdown import render_markdown
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -40,11 +50,12 @@ from .models import (
     ExportKind,
     ExportStatus,
     FlagReason,
+    ReviewSettings,
     ReviewUnit,
     Rubric,
     Score,
 )
-from .roles import is_admin, is_reviewer
+from .roles import admin_required, is_admin, is_reviewer
 
 
 @require_GET
@@ -423,3 +434,173 @@ def export_download(request: HttpRequest, public_id: str) -> FileResponse:
         filename=exports.filename(export.campaign, export.kind),
         content_type="text/csv; charset=utf-8",
     )
+
+
+# --- Results (comparison pages) --------------------------------------------------------------
+
+
+def _results_campaigns(request: HttpRequest) -> QuerySet[Campaign]:
+    """Campaigns whose results the viewer may read: all for admins, opened ones for reviewers."""
+    campaigns = comparison.campaigns_queryset()
+    if is_admin(request.user):
+        return campaigns
+    if is_reviewer(request.user):
+        return campaigns.filter(review__results_open=True)
+    raise PermissionDenied
+
+
+@require_GET
+def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
+    """Every campaign with scores side by side: the reference study's tables and charts."""
+    visible = _results_campaigns(request)
+    chosen = request.GET.getlist("campaign")
+    campaigns = [
+        c
+        for c in visible.filter(generations__scores__isnull=False).distinct()
+        if not chosen or c.public_id in chosen
+    ]
+    return _results_page(request, campaigns, campaign=None)
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_results(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
+    """One campaign's comparison; admins open it to reviewers (POST) once scoring is over."""
+    campaign = get_object_or_404(_results_campaigns(request), public_id=public_id)
+    if request.method == "POST":
+        if not is_admin(request.user):
+            raise PermissionDenied
+        opened = "open" in request.POST
+        ReviewSettings.objects.update_or_create(
+            campaign=campaign, defaults={"results_open": opened}
+        )
+        if opened:
+            assignment.close_review(campaign)
+            messages.success(
+                request,
+                _("Reviewers can now read these results; the campaign takes no more scores."),
+            )
+        else:
+            messages.success(request, _("Results are hidden from reviewers again."))
+        return redirect("campaign-results", public_id=campaign.public_id)
+    return _results_page(request, [campaign], campaign=campaign)
+
+
+def _results_page(
+    request: HtmxHttpRequest, campaigns: list[Campaign], *, campaign: Campaign | None
+) -> HttpResponseBase:
+    admin = is_admin(request.user)
+    filters = comparison.Filters.from_query(request.GET, allow_reviewer=admin)
+    sort = request.GET.get("sort", "type")
+    base = comparison.load(campaigns, reviewer=filters.reviewer)
+    selection = comparison.select(base, filters, sort=sort)
+    figures = charts.charts(selection)
+    wanted_csv = request.GET.get("csv")
+    if wanted_csv:
+        return _chart_csv(figures, selection, wanted_csv, campaign)
+    context = {
+        "campaign": campaign,
+        "results_open": bool(
+            campaign
+            and ReviewSettings.objects.filter(campaign=campaign, results_open=True).exists()
+        ),
+        "selection": selection,
+        "charts": figures,
+        "filters": filters,
+        "filter_query": filters.as_query(),
+        "sort": sort,
+        "all_task_types": base.task_types,
+        "modalities": Modality.choices,
+        "reviewers": base.reviewers if admin else [],
+        "show_reviewers": admin,
+        "min_items": comparison.MIN_ITEMS,
+        "drill_url": reverse("results-items") if admin else "",
+        "chosen_campaigns": request.GET.getlist("campaign") if campaign is None else [],
+    }
+    if request.htmx and request.htmx.target == "results":
+        return render(request, "grading/results.html#results", context)
+    return render(request, "grading/results.html", context)
+
+
+def _chart_csv(
+    figures: list[charts.Chart],
+    selection: comparison.Selection,
+    wanted: str,
+    campaign: Campaign | None,
+) -> StreamingHttpResponse:
+    tables = {chart.id: (chart.header, chart.rows) for chart in figures}
+    tables["table"] = comparison.table_rows(selection)
+    if wanted not in tables:
+        raise Http404
+    header, rows = tables[wanted]
+    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
+    name = f"{campaign.slug if campaign else 'results'}-{wanted}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@admin_required
+@require_GET
+def results_items(request: HttpRequest) -> HttpResponse:
+    """Admins: the items behind one figure, each model's answer and every score it got."""
+    campaigns = Campaign.objects.all()
+    if wanted := request.GET.getlist("campaign"):
+        campaigns = campaigns.filter(public_id__in=wanted)
+    task_type = get_object_or_404(TaskType, code=request.GET.get("task_type", ""))
+    model = request.GET.get("model", "")
+    reviewer = request.GET.get("reviewer", "")
+    generations = Generation.objects.filter(campaign__in=campaigns, item__task_type=task_type)
+    if model:
+        generations = generations.filter(
+            item_id__in=generations.filter(endpoint__slug=model).values("item_id")
+        )
+    keys = (
+        generations.order_by("campaign__slug", "item__external_id", "item_id")
+        .values_list("campaign_id", "item_id")
+        .distinct()
+    )
+    page = Paginator(keys, 20).get_page(request.GET.get("page"))
+    scores = Score.objects.select_related("reviewer").order_by("reviewer__username")
+    if reviewer:
+        scores = scores.filter(reviewer__username=reviewer)
+    shown = generations.filter(
+        item_id__in=[item for _, item in page.object_list],
+        campaign_id__in={campaign for campaign, _ in page.object_list},
+    ).select_related("campaign", "endpoint", "item")
+    by_key: dict[tuple[int, int], list[Generation]] = {}
+    for generation in shown.prefetch_related(Prefetch("scores", queryset=scores)).order_by(
+        "endpoint__slug", "sample"
+    ):
+        by_key.setdefault((generation.campaign_id, generation.item_id), []).append(generation)
+    entries = []
+    for campaign_id, item_id in page.object_list:
+        answers = by_key.get((campaign_id, item_id), [])
+        if not answers:
+            continue
+        entries.append(
+            {
+                "campaign": answers[0].campaign,
+                "item": answers[0].item,
+                "answers": [
+                    {
+                        "generation": g,
+                        "scores": list(g.scores.all()),
+                        "mean": statistics.fmean(s.score for s in g.scores.all())
+                        if g.scores.all()
+                        else None,
+                        "html": render_markdown(g.content) if g.content else "",
+                    }
+                    for g in answers
+                ],
+            }
+        )
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "task_type": task_type,
+        "model": model,
+        "reviewer": reviewer,
+        "page": page,
+        "entries": entries,
+        "query": query.urlencode(),
+    }
+    return render(request, "grading/results_items.html", context)

@@ -1,0 +1,602 @@
+"""What the comparison pages show: quality and speed of a set of campaigns' models, per task type.
+
+Two layers, so that a filter change costs little:
+
+- `build` reads every score and generation of the campaigns (two queries, however many rows)
+  and computes the statistics of `grading.stats` for every (task type, model) cell, every
+  matchup pair, agreement and reviewer severity. The result (`Base`) depends only on the
+  campaigns and the reviewer filter, and is cached under a fingerprint of the data (`load`): a
+  new, edited or deleted score, a finished generation or a changed campaign gives a new key,
+  so a cached page never shows stale figures.
+- `select` applies the task-type and modality filters to a `Base`: it picks cells, re-runs the
+  Holm correction over the task types shown, and pools item means, histograms and speed rows
+  of the chosen cells. No query, no bootstrap.
+
+Matchups: each campaign compares its first model (in campaign order) with each of the others,
+so a two-model campaign is one matchup, as in the reference study. Differences are "A − B"
+over the items both models answered (`stats.paired_difference`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from django.core.cache import cache
+from django.db.models import Count, Max, Prefetch, Q, Sum
+from django.http import QueryDict
+
+from inference.models import (
+    Campaign,
+    CampaignModel,
+    Generation,
+    GenerationStatus,
+    Modality,
+    ModelEndpoint,
+    TaskType,
+)
+
+from . import stats
+from .models import Score
+
+MIN_ITEMS = 5
+"""A figure resting on fewer items than this carries a warning."""
+
+CACHE_TIMEOUT_S = 24 * 3600
+CACHE_VERSION = 1
+SPEED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
+
+
+# --- Filters -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the viewer narrowed the page to. Empty means everything."""
+
+    task_types: tuple[str, ...] = ()
+    modality: str = ""
+    reviewer: str = ""
+
+    @classmethod
+    def from_query(cls, query: QueryDict, *, allow_reviewer: bool) -> Filters:
+        """Read the filter form; unknown values are dropped rather than refused."""
+        codes = tuple(dict.fromkeys(code for code in query.getlist("task_type") if code))
+        modality = query.get("modality", "")
+        if modality not in Modality.values:
+            modality = ""
+        reviewer = query.get("reviewer", "") if allow_reviewer else ""
+        return cls(task_types=codes, modality=modality, reviewer=reviewer)
+
+    def as_query(self) -> str:
+        """The query string that reproduces these filters (for CSV links and drill-downs)."""
+        query = QueryDict(mutable=True)
+        query.setlist("task_type", list(self.task_types))
+        if self.modality:
+            query["modality"] = self.modality
+        if self.reviewer:
+            query["reviewer"] = self.reviewer
+        return query.urlencode()
+
+
+# --- What is cached --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskTypeInfo:
+    code: str
+    name_en: str
+    name_zh: str
+    modality: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    pk: int
+    public_id: str
+    slug: str
+    name: str
+    matchup: str
+    models: tuple[str, ...]
+    simulated: bool
+    imported: bool
+    params: dict[str, dict[str, Any]]
+    """Effective sampling settings per model slug."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (task type, model): its score summary and what charts need to pool cells."""
+
+    summary: stats.Summary
+    histogram: tuple[int, ...]
+    item_means: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Matchup:
+    campaign: str
+    a: str
+    b: str
+    differences: dict[str, stats.Difference | None]
+    """Per task type code, before Holm correction."""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    outputs: int
+    """Succeeded generations."""
+    by_count: dict[int, int]
+    """How many outputs have 0, 1, 2, … scores."""
+
+
+@dataclass
+class Base:
+    """Everything the pages compute from the database, before task-type filters."""
+
+    campaigns: list[CampaignInfo]
+    task_types: list[TaskTypeInfo]
+    models: list[ModelInfo]
+    cells: dict[tuple[str, str], Cell]
+    matchups: list[Matchup]
+    agreement: dict[tuple[str, str], stats.Agreement]
+    """Per (campaign slug, task type code)."""
+    campaign_agreement: dict[str, stats.Agreement]
+    severity: dict[str, stats.Severity]
+    speed_rows: dict[tuple[str, str], list[stats.SpeedRow]]
+    """Per (task type code, model slug)."""
+    coverage: dict[tuple[str, str], Coverage]
+    """Per (campaign slug, task type code)."""
+    reviewers: list[str]
+    scores: int
+
+
+def campaign_infos(campaigns: Sequence[Campaign]) -> list[CampaignInfo]:
+    infos = []
+    for campaign in campaigns:
+        members: list[CampaignModel] = list(campaign.members.all())
+        infos.append(
+            CampaignInfo(
+                pk=campaign.pk,
+                public_id=campaign.public_id,
+                slug=campaign.slug,
+                name=campaign.name,
+                matchup=campaign.matchup,
+                models=tuple(m.endpoint.slug for m in members),
+                simulated=bool(getattr(campaign, "simulated_count", 0)),
+                imported=campaign.suite.name.startswith("imported-"),
+                params={m.endpoint.slug: m.effective_params() for m in members},
+            )
+        )
+    return infos
+
+
+def campaigns_queryset() -> Any:
+    """Campaigns with what the pages need about them, in one query plus one for members."""
+    members = CampaignModel.objects.select_related("endpoint").order_by("position", "pk")
+    return (
+        Campaign.objects.select_related("suite")
+        .prefetch_related(Prefetch("members", queryset=members))
+        .annotate(simulated_count=Count("generations", filter=Q(generations__simulated=True)))
+        .order_by("slug")
+    )
+
+
+def fingerprint(campaign_pks: Sequence[int], reviewer: str) -> str:
+    """A key that changes whenever anything the figures rest on changes (two queries)."""
+    scores = Score.objects.filter(generation__campaign_id__in=campaign_pks).aggregate(
+        n=Count("pk"), changed=Max("updated_at"), total=Sum("score")
+    )
+    generations = Generation.objects.filter(campaign_id__in=campaign_pks).aggregate(
+        n=Count("pk"),
+        finished=Max("finished_at"),
+        succeeded=Count("pk", filter=Q(status=GenerationStatus.SUCCEEDED)),
+        failed=Count("pk", filter=Q(status=GenerationStatus.FAILED)),
+    )
+    raw = repr(
+        (sorted(campaign_pks), reviewer, sorted(scores.items()), sorted(generations.items()))
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def load(campaigns: Sequence[Campaign], *, reviewer: str = "") -> Base:
+    """The cached `Base` of these campaigns, built when the data changed since last time."""
+    infos = campaign_infos(campaigns)
+    pks = [info.pk for info in infos]
+    params_key = hashlib.sha256(repr([(i.slug, i.models, i.params) for i in infos]).encode())
+    key = f"results:{CACHE_VERSION}:{fingerprint(pks, reviewer)}:{params_key.hexdigest()[:16]}"
+    base = cache.get(key)
+    if base is None:
+        base = build(infos, reviewer=reviewer)
+        cache.set(key, base, CACHE_TIMEOUT_S)
+    return base
+
+
+def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
+    """Read the campaigns' scores and generations and compute every figure (see module doc)."""
+    pks = [info.pk for info in infos]
+    slug_of = {info.pk: info.slug for info in infos}
+    all_types = list(TaskType.objects.order_by("position", "code"))
+    type_code = {t.pk: t.code for t in all_types}
+
+    scores = Score.objects.filter(generation__campaign_id__in=pks).order_by()
+    if reviewer:
+        scores = scores.filter(reviewer__username=reviewer)
+    # Per (campaign, task type, model): item -> scores; per (campaign, task type): ratings.
+    item_scores: dict[tuple[str, str, str], dict[int, list[int]]] = defaultdict(dict)
+    ratings: dict[tuple[str, str], list[tuple[str, int, int]]] = defaultdict(list)
+    scores_per_output: Counter[int] = Counter()
+    n_scores = 0
+    reviewer_names: set[str] = set()
+    for campaign_pk, type_pk, model, item, generation, username, value in scores.values_list(
+        "generation__campaign_id",
+        "generation__item__task_type_id",
+        "generation__endpoint__slug",
+        "generation__item_id",
+        "generation_id",
+        "reviewer__username",
+        "score",
+    ).iterator(chunk_size=5000):
+        campaign, code = slug_of[campaign_pk], type_code[type_pk]
+        item_scores[campaign, code, model].setdefault(item, []).append(value)
+        ratings[campaign, code].append((username, generation, value))
+        scores_per_output[generation] += 1
+        reviewer_names.add(username)
+        n_scores += 1
+
+    speed_rows: dict[tuple[str, str], list[stats.SpeedRow]] = defaultdict(list)
+    outputs: dict[tuple[str, str], list[int]] = defaultdict(list)
+    generations = Generation.objects.filter(campaign_id__in=pks, status__in=SPEED_STATUSES)
+    for row in (
+        generations.order_by()
+        .values_list(
+            "pk",
+            "campaign_id",
+            "item__task_type_id",
+            "endpoint__slug",
+            "status",
+            "ttft_ms",
+            "decode_tps",
+            "e2e_tps",
+            "response_time_ms",
+            "completion_tokens",
+            "finish_reason",
+        )
+        .iterator(chunk_size=5000)
+    ):
+        pk, campaign_pk, type_pk, model, status, ttft, decode, e2e, response, tokens, finish = row
+        code = type_code[type_pk]
+        speed_rows[code, model].append(
+            stats.SpeedRow(status, ttft, decode, e2e, response, tokens, finish)
+        )
+        if status == GenerationStatus.SUCCEEDED:
+            outputs[slug_of[campaign_pk], code].append(pk)
+
+    # Cells pool a model's items over every campaign in view.
+    pooled: dict[tuple[str, str], dict[tuple[str, int], list[int]]] = defaultdict(dict)
+    for (campaign, code, model), items in item_scores.items():
+        for item, values in items.items():
+            pooled[code, model][campaign, item] = values
+    cells = {}
+    for key, pooled_items in pooled.items():
+        summary = stats.summarise(pooled_items)
+        means = sorted(sum(v) / len(v) for v in pooled_items.values())
+        cells[key] = Cell(
+            summary=summary,
+            histogram=tuple(stats.histogram(v for vs in pooled_items.values() for v in vs)),
+            item_means=tuple(means),
+        )
+
+    matchups = []
+    for info in infos:
+        if len(info.models) < 2:
+            continue
+        first = info.models[0]
+        for other in info.models[1:]:
+            differences = {}
+            for t in all_types:
+                a = item_scores.get((info.slug, t.code, first))
+                b = item_scores.get((info.slug, t.code, other))
+                if a and b:
+                    differences[t.code] = stats.paired_difference(a, b)
+            matchups.append(Matchup(info.slug, first, other, differences))
+
+    agreement = {key: stats.agreement(values) for key, values in ratings.items()}
+    campaign_ratings: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for (campaign, _code), given in ratings.items():
+        campaign_ratings[campaign].extend(given)
+    campaign_agreement = {c: stats.agreement(given) for c, given in campaign_ratings.items()}
+    severity = stats.severity(r for given in ratings.values() for r in given)
+
+    coverage = {
+        key: Coverage(outputs=len(pks_), by_count=dict(Counter(scores_per_output[p] for p in pks_)))
+        for key, pks_ in outputs.items()
+    }
+
+    used_types = {code for code, _ in cells} | {code for code, _ in speed_rows}
+    models_in_order = list(dict.fromkeys(slug for info in infos for slug in info.models))
+    names = _endpoint_names(models_in_order)
+    return Base(
+        campaigns=list(infos),
+        task_types=[
+            TaskTypeInfo(t.code, t.name_en, t.name_zh, t.modality)
+            for t in all_types
+            if t.code in used_types
+        ],
+        models=[ModelInfo(slug, names.get(slug, slug)) for slug in models_in_order],
+        cells=cells,
+        matchups=matchups,
+        agreement=agreement,
+        campaign_agreement=campaign_agreement,
+        severity=severity,
+        speed_rows=dict(speed_rows),
+        coverage=coverage,
+        reviewers=sorted(reviewer_names),
+        scores=n_scores,
+    )
+
+
+def _endpoint_names(slugs: Iterable[str]) -> dict[str, str]:
+    return dict(ModelEndpoint.objects.filter(slug__in=list(slugs)).values_list("slug", "name"))
+
+
+# --- What one page shows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DifferenceRow:
+    task_type: TaskTypeInfo
+    a: stats.Summary | None
+    b: stats.Summary | None
+    difference: stats.Difference | None
+    few_items: bool
+    largest_gap: bool = False
+
+
+@dataclass(frozen=True)
+class MatchupTable:
+    campaign: CampaignInfo
+    a: ModelInfo
+    b: ModelInfo
+    rows: list[DifferenceRow]
+    overall_a: float | None
+    overall_b: float | None
+    fairness: list[str]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model: ModelInfo
+    over_types: float | None
+    """Mean over task types of the task type's score (the reference study's "average")."""
+    over_items: float | None
+    """Mean over every item's mean score, whatever its task type."""
+    items: int
+    scores: int
+    quartiles: tuple[float, float, float, float, float] | None
+    """min, q1, median, q3, max of item means."""
+    histogram: list[int]
+    speed: stats.Speed
+
+
+@dataclass
+class Selection:
+    base: Base
+    filters: Filters
+    task_types: list[TaskTypeInfo]
+    models: list[ModelInfo]
+    cells: dict[tuple[str, str], Cell]
+    tables: list[MatchupTable]
+    model_summaries: list[ModelSummary]
+    agreement: list[tuple[CampaignInfo, TaskTypeInfo, stats.Agreement]]
+    coverage: dict[str, Coverage]
+    """Per campaign slug, pooled over the task types shown."""
+    few_items: list[tuple[TaskTypeInfo, ModelInfo, int]]
+    fairness: list[str] = field(default_factory=list)
+
+    @property
+    def simulated(self) -> bool:
+        return any(c.simulated for c in self.base.campaigns)
+
+    @property
+    def imported(self) -> bool:
+        return any(c.imported for c in self.base.campaigns)
+
+
+SORTS = ("type", "a", "b", "diff", "p")
+
+
+def select(base: Base, filters: Filters, *, sort: str = "type") -> Selection:
+    """Narrow a `Base` to the filters: pick cells, pool them per model, re-correct p-values."""
+    task_types = [
+        t
+        for t in base.task_types
+        if (not filters.task_types or t.code in filters.task_types)
+        and (not filters.modality or t.modality == filters.modality)
+    ]
+    codes = [t.code for t in task_types]
+    models = {m.slug: m for m in base.models}
+    cells = {key: cell for key, cell in base.cells.items() if key[0] in codes}
+    by_slug = {c.slug: c for c in base.campaigns}
+
+    tables = []
+    for matchup in base.matchups:
+        corrected = stats.holm_adjust({c: matchup.differences.get(c) for c in codes})
+        rows = []
+        for t in task_types:
+            a = cells.get((t.code, matchup.a))
+            b = cells.get((t.code, matchup.b))
+            if a is None and b is None:
+                continue
+            difference = corrected.get(t.code)
+            few = any(c is not None and c.summary.items < MIN_ITEMS for c in (a, b))
+            rows.append(
+                DifferenceRow(
+                    t, a.summary if a else None, b.summary if b else None, difference, few
+                )
+            )
+        rows = _mark_largest_gaps(rows)
+        rows = _sorted_rows(rows, sort)
+        campaign = by_slug[matchup.campaign]
+        a_means = [r.a.mean for r in rows if r.a]
+        b_means = [r.b.mean for r in rows if r.b]
+        tables.append(
+            MatchupTable(
+                campaign=campaign,
+                a=models[matchup.a],
+                b=models[matchup.b],
+                rows=rows,
+                overall_a=float(np.mean(a_means)) if a_means else None,
+                overall_b=float(np.mean(b_means)) if b_means else None,
+                fairness=fairness_notes(campaign, (matchup.a, matchup.b)),
+            )
+        )
+
+    summaries = []
+    for model in base.models:
+        mine = [cells[t, model.slug] for t in codes if (t, model.slug) in cells]
+        item_means = np.array([m for cell in mine for m in cell.item_means])
+        histogram = np.sum([cell.histogram for cell in mine], axis=0) if mine else np.zeros(11)
+        timed = [r for t in codes for r in base.speed_rows.get((t, model.slug), [])]
+        summaries.append(
+            ModelSummary(
+                model=model,
+                over_types=float(np.mean([c.summary.mean for c in mine])) if mine else None,
+                over_items=float(item_means.mean()) if item_means.size else None,
+                items=int(item_means.size),
+                scores=sum(c.summary.scores for c in mine),
+                quartiles=(
+                    tuple(float(q) for q in np.percentile(item_means, [0, 25, 50, 75, 100]))  # type: ignore[arg-type]
+                    if item_means.size
+                    else None
+                ),
+                histogram=[int(n) for n in histogram],
+                speed=stats.speed(timed),
+            )
+        )
+
+    types_by_code = {t.code: t for t in task_types}
+    agreement = [
+        (by_slug[campaign], types_by_code[code], value)
+        for (campaign, code), value in sorted(base.agreement.items())
+        if code in types_by_code
+    ]
+    coverage: dict[str, Coverage] = {}
+    for (slug, code), value in base.coverage.items():
+        if code not in types_by_code:
+            continue
+        seen = coverage.get(slug, Coverage(0, {}))
+        merged = Counter(seen.by_count)
+        merged.update(value.by_count)
+        coverage[slug] = Coverage(seen.outputs + value.outputs, dict(sorted(merged.items())))
+    few_items = [
+        (types_by_code[code], models[slug], cell.summary.items)
+        for (code, slug), cell in cells.items()
+        if cell.summary.items < MIN_ITEMS
+    ]
+    overview_fairness = fairness_across(base.campaigns) if len(base.campaigns) > 1 else []
+    return Selection(
+        base=base,
+        filters=filters,
+        task_types=task_types,
+        models=[m for m in base.models if any((c, m.slug) in cells for c in codes)],
+        cells=cells,
+        tables=tables,
+        model_summaries=[s for s in summaries if s.items or s.speed.succeeded or s.speed.failed],
+        agreement=agreement,
+        coverage=coverage,
+        few_items=few_items,
+        fairness=overview_fairness,
+    )
+
+
+def _mark_largest_gaps(rows: list[DifferenceRow], top: int = 3) -> list[DifferenceRow]:
+    ranked = sorted(
+        (r for r in rows if r.difference is not None),
+        key=lambda r: abs(r.difference.diff),  # type: ignore[union-attr]
+        reverse=True,
+    )
+    largest = {id(r) for r in ranked[:top] if r.difference and abs(r.difference.diff) > 0}
+    return [replace(r, largest_gap=True) if id(r) in largest else r for r in rows]
+
+
+def _sorted_rows(rows: list[DifferenceRow], sort: str) -> list[DifferenceRow]:
+    descending = sort.startswith("-")
+    key = sort.lstrip("-")
+    missing = float("-inf")
+    keys: dict[str, Any] = {
+        "a": lambda r: r.a.mean if r.a else missing,
+        "b": lambda r: r.b.mean if r.b else missing,
+        "diff": lambda r: abs(r.difference.diff) if r.difference else missing,
+        "p": lambda r: (
+            r.difference.p_holm
+            if r.difference and r.difference.p_holm is not None
+            else float("inf")
+        ),
+    }
+    if key not in keys:
+        return rows
+    return sorted(rows, key=keys[key], reverse=descending)
+
+
+def fairness_notes(campaign: CampaignInfo, models: Iterable[str]) -> list[str]:
+    """One line per sampling setting that differs between these models of one campaign."""
+    chosen = [m for m in models if m in campaign.params]
+    notes = []
+    keys = sorted({k for m in chosen for k in campaign.params[m]})
+    for key in keys:
+        values = {m: campaign.params[m].get(key) for m in chosen}
+        if len({repr(v) for v in values.values()}) > 1:
+            notes.append(f"{key}: " + ", ".join(f"{m}={v}" for m, v in values.items()))
+    return notes
+
+
+def fairness_across(campaigns: Iterable[CampaignInfo]) -> list[str]:
+    """Sampling settings that differ anywhere in a set of campaigns (the overview's note)."""
+    seen: dict[str, dict[str, Any]] = defaultdict(dict)
+    for campaign in campaigns:
+        for model, params in campaign.params.items():
+            for key, value in params.items():
+                seen[key][f"{campaign.slug}/{model}"] = value
+    notes = []
+    for key, values in sorted(seen.items()):
+        if len({repr(v) for v in values.values()}) > 1:
+            notes.append(f"{key}: " + ", ".join(f"{w}={v}" for w, v in sorted(values.items())))
+    return notes
+
+
+TABLE_HEADER = (
+    "campaign", "matchup", "task_type", "model_a", "model_b", "items_a", "items_b", "mean_a",
+    "mean_b", "ci_low_a", "ci_high_a", "ci_low_b", "ci_high_b", "shared_items", "difference",
+    "difference_ci_low", "difference_ci_high", "p_wilcoxon", "p_holm",
+)  # fmt: skip
+
+
+def table_rows(selection: Selection) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The matchup tables as CSV rows (`TABLE_HEADER`), in the order the page shows them."""
+    rows = []
+    for table in selection.tables:
+        for row in table.rows:
+            a, b, d = row.a, row.b, row.difference
+            rows.append(
+                (table.campaign.slug, table.campaign.matchup, row.task_type.code,
+                 table.a.slug, table.b.slug,
+                 a.items if a else None, b.items if b else None,
+                 a.mean if a else None, b.mean if b else None,
+                 a.ci_low if a else None, a.ci_high if a else None,
+                 b.ci_low if b else None, b.ci_high if b else None,
+                 d.shared if d else None, d.diff if d else None,
+                 d.ci_low if d else None, d.ci_high if d else None,
+                 d.p_value if d else None, d.p_holm if d else None)
+            )  # fmt: skip
+    return TABLE_HEADER, rows
