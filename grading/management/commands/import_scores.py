@@ -26,11 +26,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
         try:
-            data = path.read_bytes()
+            # Streamed, not read whole: a million-row file is over 100 MB.
+            with path.open("rb") as file:
+                report = load_scores(file, source=path.name)
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror or error}") from error
-        try:
-            report = load_scores(data, source=path.name)
         except ScoreImportError as error:
             for problem in error.problems:
                 self.stderr.write(problem)
