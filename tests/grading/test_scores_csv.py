@@ -16,7 +16,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.db.models import Model
+from django.test.utils import CaptureQueriesContext
 
 from grading.models import ReviewSettings, Rubric, Score
 from grading.scores_csv import PLACEHOLDER_BASE_URL, PLACEHOLDER_PROMPT, bootstrap_ci
@@ -704,3 +706,127 @@ def test_imported_answers_never_reach_the_review_queue(tmp_path: Path) -> None:
     )
     call_command("import_scores", str(path), stdout=StringIO(), stderr=StringIO())
     assert queue.sync_units(Campaign.objects.get(slug="seed")) == 0
+
+
+# --- Import in bulk ----------------------------------------------------------------------------
+
+
+def test_a_file_mixing_existing_and_new_scores_keeps_updates_and_creates_each(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
+    ar, ck = study["items"]["ar-1"], study["items"]["ck-1"]
+    first = answer(study["small"], ar, study["ernie"], **TIMINGS)
+    score(first, study["carol"], 7, comment="fine")
+    earlier = score(first, study["dave"], 3, imported=True)
+    text = export()
+    erin = "small,small,AR,ar-1,ernie-4.5-0.3b,0,erin,5,,false,0,,,,,,,,,,,,"
+    rows = [
+        with_cell(text, "score", "4", 2).splitlines()[1],  # carol unchanged, dave 3 -> 4
+        with_cell(text, "score", "4", 2).splitlines()[2],
+        erin,  # a new score of an existing answer
+        "small,small,CK,ck-1,gpt-x,1,carol,6,,false,0,,,,,,,,,,,,",  # new model and answer
+        "small,small,CK,ck-1,gpt-x,1,dave,8,,false,1,,,,,,,,,,,,",
+        "fresh,f,AR,ar-1,ernie-4.5-0.3b,0,dave,9,,false,0,,,,,,,,,,,,",  # a new campaign
+    ]
+    out, _ = run_import(tmp_path, "\r\n".join([HEADER, *rows]) + "\r\n")
+
+    assert out == "created 4, updated 1, unchanged 1\n"
+    updated = Score.objects.get(pk=earlier.pk)
+    assert (updated.score, updated.public_id) == (4, earlier.public_id)
+    assert updated.updated_at > earlier.updated_at
+    assert Score.objects.get(generation=first, reviewer=study["carol"]).updated_at is not None
+    members = CampaignModel.objects.filter(campaign=study["small"]).order_by("position")
+    assert [(m.endpoint.slug, m.position) for m in members] == [
+        ("ernie-4.5-0.3b", 0),
+        ("r1-1.5b", 1),
+        ("gpt-x", 2),
+    ]
+    new_answer = Generation.objects.get(campaign=study["small"], item=ck, sample=1)
+    assert set(new_answer.scores.values_list("reviewer__username", "score")) == {
+        ("carol", 6),
+        ("dave", 8),
+    }
+    assert Score.objects.get(generation=first, reviewer__username="erin").imported
+    fresh = Campaign.objects.get(slug="fresh")
+    assert list(fresh.review.reviewers.values_list("username", flat=True)) == ["dave"]
+
+    before = snapshot()
+    again, _ = run_import(tmp_path, "\r\n".join([HEADER, *rows]) + "\r\n")
+    assert again == "created 0, updated 0, unchanged 6\n"
+    assert snapshot() == before
+
+
+def test_a_reviewer_differing_only_in_case_is_another_person(exported: str, tmp_path: Path) -> None:
+    text = with_cell(exported, "reviewer", "Carol")
+    text = with_cell(text, "score", "1")
+
+    out, _ = run_import(tmp_path, text)
+
+    assert out == "created 1, updated 0, unchanged 1\n"
+    assert set(
+        User.objects.filter(username__iexact="carol").values_list("username", "is_active")
+    ) == {
+        ("carol", True),
+        ("Carol", False),
+    }
+    assert Score.objects.get(reviewer__username="carol").score == 7  # untouched
+    assert Score.objects.get(reviewer__username="Carol").score == 1
+    assert run_import(tmp_path, text)[0] == "created 0, updated 0, unchanged 2\n"
+
+
+def test_the_same_score_twice_far_apart_rejects_the_file(exported: str, tmp_path: Path) -> None:
+    rows = exported.splitlines()
+    other = with_cell(exported, "reviewer", "erin", 2).splitlines()[2]
+    text = "\r\n".join([rows[0], rows[1], rows[2], other, rows[1].replace(",7,", ",2,")]) + "\r\n"
+    before = snapshot()
+
+    assert rejected(tmp_path, text) == [
+        "5: reviewer: carol scores this answer again (first on line 2)"
+    ]
+    assert snapshot() == before
+
+
+def import_queries(tmp_path: Path, text: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        run_import(tmp_path, text)
+    return len(queries)
+
+
+def test_import_queries_do_not_grow_with_the_rows(study: dict[str, Any], tmp_path: Path) -> None:
+    def file(campaign: str, items: int) -> str:
+        rows = [
+            f"{campaign},m,AR,i-{n},{model},0,{who},{n % 11},,false,0,,,,,,,,,,,,"
+            for n in range(items)
+            for model in ("ernie-4.5-0.3b", "new-model")
+            for who in ("carol", "erin")
+        ]
+        return "\r\n".join([HEADER, *rows]) + "\r\n"
+
+    few, many = file("few", 2), file("many", 40)  # 8 and 160 rows
+    created = [import_queries(tmp_path, few), import_queries(tmp_path, many)]
+    assert Score.objects.filter(generation__campaign__slug="many").count() == 160
+    # Again: now every answer and score exists, and is looked up instead.
+    unchanged = [import_queries(tmp_path, few), import_queries(tmp_path, many)]
+
+    assert unchanged[0] == unchanged[1]
+    # SQLite caps one INSERT at 999 parameters (28 answers, 71 scores): a few more there.
+    assert max(created + unchanged) < 30
+
+
+def test_utf8_is_checked_across_read_boundaries(
+    exported: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grading.scores_csv
+
+    monkeypatch.setattr(grading.scores_csv, "READ_SIZE", 3)  # splits every Chinese character
+    good = with_cell(with_cell(exported, "campaign", "elsewhere"), "comment", "清楚, 正确 ✓")
+    assert run_import(tmp_path, good)[0] == "created 1, updated 0, unchanged 1\n"
+
+    data = with_cell(good, "comment", "café", 2).encode("utf-8").replace(b"\xc3\xa9", b"\xe9")
+    offset = data.index(b"\xe9")
+    assert rejected(tmp_path, data) == [
+        f"3: file: not UTF-8 (byte 0xe9 at offset {offset}); save as UTF-8"
+    ]
+    truncated = good.encode("utf-8")[: good.encode("utf-8").index("✓".encode()) + 1]
+    [problem] = rejected(tmp_path, truncated)
+    assert problem.startswith("2: file: not UTF-8 (byte 0xe2 at offset ")
