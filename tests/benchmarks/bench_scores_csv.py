@@ -1,6 +1,7 @@
 """Benchmark: `export_scores` of 1,000,000 scores on PostgreSQL, and `import_scores` of that file.
 
-Target (issue): export over 50,000 rows/s with flat memory.
+Target (issue): export over 50,000 rows/s with flat memory; import 10x the row-by-row import
+(616 rows/s, 2.6 queries per row), ideally over 10,000 rows/s.
 
 The data (throwaway PostgreSQL database on 127.0.0.1:5432, built in a child process): one suite
 of 50,000 text items (task types cycling over the 18 text codes), 2 endpoints, two finished
@@ -19,10 +20,10 @@ the command's own time, SQL queries and the child's max RSS (`os.wait4`):
   rows only        the same query as `export all`, iterated without formatting or writing
   import           import_scores on a 100,000-row prefix of the export, into an empty, migrated
                    second database; the full file too when the prefix's rate says it would take
-                   under 4 minutes
+                   under --import-budget seconds (default 240; `inf` always imports it)
 
     python tests/benchmarks/bench_scores_csv.py [--items 50000] [--reviewers 10]
-        [--import-rows 100000]
+        [--import-rows 100000] [--import-budget 240]
 """
 
 from __future__ import annotations
@@ -271,6 +272,7 @@ def do_import(label: str, file: Path, rows: int, env: dict[str, str], work: Path
     finally:
         drop_database(name)
     report(label, rows, r)
+    print(f"{label}: {r['queries'] / rows:.4f} queries per row")
     return r
 
 
@@ -282,6 +284,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--reviewers", type=int, default=10)
     parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument("--import-budget", type=float, default=IMPORT_BUDGET_S)
     args = parser.parse_args()
     if args.build:
         build(*args.build)
@@ -355,12 +358,14 @@ def main() -> None:
         prefix(full, head, args.import_rows)
         i = do_import("import prefix", head, args.import_rows, env, work)
         estimate = i["wall_s"] * total / args.import_rows
-        if estimate <= IMPORT_BUDGET_S:
-            do_import("import all", full, total, env, work)
+        if estimate <= args.import_budget:
+            a = do_import("import all", full, total, env, work)
+            verdict = "meets" if total / a["wall_s"] > 10_000 else "misses"
+            print(f"target: import {total / a['wall_s']:,.0f} rows/s {verdict} 10,000 rows/s")
         else:
             print(
                 f"import all: skipped; at the prefix's rate {total:,} rows would take about "
-                f"{estimate:,.0f} s (> {IMPORT_BUDGET_S:.0f} s); imported the first "
+                f"{estimate:,.0f} s (> {args.import_budget:.0f} s); imported the first "
                 f"{args.import_rows:,} rows only"
             )
 
