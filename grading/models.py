@@ -127,9 +127,7 @@ class ReviewSettings(models.Model):
     )
     results_open = models.BooleanField(
         default=False,
-        help_text=_(
-            "Reviewers may read this campaign's comparison; it then takes no more scores."
-        ),
+        help_text=_("Reviewers may read this campaign's comparison; it then takes no more scores."),
     )
     reviewers = models.ManyToManyField(
         settings.AUTH_USER_MODEL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from html import unescape
 from io import StringIO
 from typing import Any
@@ -47,7 +48,7 @@ FIXED: dict[str, dict[str, list[list[int]]]] = {
 }
 
 
-def mean(values: list[float]) -> float:
+def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
@@ -119,7 +120,7 @@ def fixed(db: None) -> Campaign:
 
 def table_rows(html: str) -> dict[str, dict[str, str]]:
     """The first matchup table's cells by task type: mean-a, mean-b, diff, p."""
-    rows = {}
+    rows: dict[str, dict[str, str]] = {}
     for code, body in re.findall(r'<tr[^>]*data-task-type="(\w+)">(.*?)</tr>', html, re.S):
         cells = re.findall(r'<td class="num([^"]*)">(.*?)</td>', body, re.S)
         text = [unescape(re.sub(r"<[^>]+>", "", value)).strip() for _, value in cells]
@@ -192,10 +193,10 @@ def test_chart_numbers_download_as_csv(fixed: Campaign, admin: User) -> None:
     client = logged_in(admin)
     response = client.get(results_url(fixed), {"csv": "bars"})
     assert response["Content-Type"] == "text/csv"
-    lines = b"".join(response.streaming_content).decode().splitlines()
+    lines = response.getvalue().decode().splitlines()
     assert lines[0] == "task_type,model,items,scores,mean,ci_low,ci_high"
     assert lines[1].startswith("QA,alpha-m,6,12,7.667,")
-    table = b"".join(client.get(results_url(fixed), {"csv": "table"}).streaming_content)
+    table = client.get(results_url(fixed), {"csv": "table"}).getvalue()
     assert b"fixed,small,QA,alpha-m,beta-m,6,6,7.667,4.25," in table
     assert client.get(results_url(fixed), {"csv": "nonsense"}).status_code == 404
 
