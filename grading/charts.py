@@ -34,6 +34,11 @@ class Chart:
     def script_id(self) -> str:
         return f"figure-{self.id}"
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to draw (no timings for imported scores, say): the page says so instead."""
+        return not self.rows
+
 
 def _type_label(t: TaskTypeInfo) -> str:
     name = t.name_zh if (get_language() or "").startswith("zh") else t.name_en
@@ -246,7 +251,7 @@ def _bars(name: str, models: list[str], values: list[float | None]) -> dict[str,
 
 
 def speed_bars(summaries: Sequence[ModelSummary]) -> list[Chart]:
-    timed = [s for s in summaries if s.speed.succeeded]
+    timed = [s for s in summaries if s.speed.ttft_ms.n]
     models = [s.model.slug for s in timed]
     ttft = Chart(
         "ttft",
@@ -265,6 +270,8 @@ def speed_bars(summaries: Sequence[ModelSummary]) -> list[Chart]:
             for s in timed
         ],
     )
+    timed = [s for s in summaries if s.speed.decode_tps.n or s.speed.e2e_tps.n]
+    models = [s.model.slug for s in timed]
     tps = Chart(
         "tps",
         _("Decode speed (tokens/s)"),

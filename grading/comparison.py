@@ -188,7 +188,7 @@ def campaigns_queryset() -> Any:
         Campaign.objects.select_related("suite")
         .prefetch_related(Prefetch("members", queryset=members))
         .annotate(simulated_count=Count("generations", filter=Q(generations__simulated=True)))
-        .order_by("slug")
+        .order_by("created_at", "pk")
     )
 
 
@@ -411,6 +411,11 @@ class Selection:
     @property
     def imported(self) -> bool:
         return any(c.imported for c in self.base.campaigns)
+
+    @property
+    def agreement_measured(self) -> bool:
+        """Has any output been scored by two reviewers or more?"""
+        return any(a.units for _, _, a in self.agreement)
 
 
 SORTS = ("type", "a", "b", "diff", "p")
