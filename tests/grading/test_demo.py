@@ -42,7 +42,8 @@ def processes_using(var_dir: Path) -> list[int]:
     return found
 
 
-def log_in(base: str, username: str, password: str) -> str:
+def log_in(base: str, username: str, password: str, then: str = "") -> str:
+    """Log in through the form; return the page shown after it (or the page `then`)."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{base}/login/").read().decode()
@@ -51,7 +52,8 @@ def log_in(base: str, username: str, password: str) -> str:
     form = urllib.parse.urlencode(
         {"username": username, "password": password, "csrfmiddlewaretoken": token.group(1)}
     ).encode()
-    return opener.open(f"{base}/login/", data=form).read().decode()
+    landing = opener.open(f"{base}/login/", data=form).read().decode()
+    return opener.open(f"{base}{then}").read().decode() if then else landing
 
 
 def test_demo_serves_logs_in_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
@@ -96,6 +98,12 @@ def test_demo_serves_logs_in_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
         base = f"http://127.0.0.1:{web}"
         assert "Welcome, admin" in log_in(base, "admin", admin_password.group(1))
         assert "Welcome, reviewer" in log_in(base, "reviewer", reviewer_password.group(1))
+        # The reference study's published tables are there to compare from the start.
+        results = log_in(base, "admin", admin_password.group(1), then="/results/")
+        assert results.count('class="table results-table"') == 3, results[:3000]
+        plotly = re.search(r'src="([^"]*vendor/plotly[^"]*\.js)"', results)
+        assert plotly, results[:3000]
+        assert b"plotly" in urllib.request.urlopen(f"{base}{plotly.group(1)}").read(4096)  # noqa: S310
         models = urllib.request.urlopen(f"http://127.0.0.1:{fastdeploy}/v1/models").read()
         assert b"ERNIE-4.5-0.3B" in models
         # A fresh machine: the reference study and the sample suite were loaded.

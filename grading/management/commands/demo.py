@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from grading.roles import reviewers_group
+from grading.scores_csv import IMPORTED_SUITE_PREFIX
 
 CREDENTIALS_FILE = "demo-credentials.txt"
 
@@ -66,6 +67,11 @@ class Command(BaseCommand):
         sample = settings.BASE_DIR / "fixtures" / "sample"
         if "import_tasks" in _commands() and sample.exists():
             call_command("import_tasks", str(sample))
+        # The reference study's published tables, so the results pages have something to show
+        # before anyone has scored; importing them again changes nothing.
+        seed = settings.BASE_DIR / "fixtures" / "seed" / "seed-scores.csv"
+        if seed.exists():
+            call_command("import_scores", str(seed))
 
     def demo_users(self) -> dict[str, str]:
         """Create (once) the demo admin and reviewer; their passwords live in var/."""
@@ -172,7 +178,8 @@ class Command(BaseCommand):
         from inference import dispatch
         from inference.models import Campaign
 
-        for campaign in Campaign.objects.order_by("slug"):
+        imported = Campaign.objects.filter(suite__name__startswith=IMPORTED_SUITE_PREFIX)
+        for campaign in Campaign.objects.exclude(pk__in=imported).order_by("slug"):
             created = dispatch.launch(campaign)
             self.stdout.write(f"campaign {campaign.slug}: {created} new generations queued")
 
