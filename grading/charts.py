@@ -86,7 +86,7 @@ def grouped_bars(selection: Selection) -> Chart:
         )
     return Chart(
         "bars",
-        _("Mean score per task type, with 95% confidence intervals"),
+        _("Mean score per task type, with the 95% CI"),
         _("Mean over items of each item's mean score; whiskers: bootstrap 95% CI over items."),
         {
             "data": traces,

@@ -325,3 +325,11 @@ def test_overview_reproduces_the_reference_studys_published_tables(db: None, adm
 
 def test_results_page_for_unknown_campaign_is_404(db: None, admin: User) -> None:
     assert logged_in(admin).get("/results/nope/").status_code == 404
+
+
+def test_results_page_speaks_chinese(fixed: Campaign, admin: User) -> None:
+    client = logged_in(admin)
+    client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/"})
+    html = client.get(results_url(fixed)).content.decode()
+    assert "各任务类型平均" in html and "问题回答" in html  # QA's Chinese name
+    assert figure(html, "bars")["data"][0]["x"][0] == "QA 问题回答"
