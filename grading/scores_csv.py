@@ -25,8 +25,6 @@ import csv
 import datetime
 import io
 import math
-import random
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from inference.models import (
     validate_slug,
 )
 
+from . import stats
 from .models import ReviewSettings, Rubric, Score
 
 COLUMNS = (
@@ -133,9 +132,6 @@ AGGREGATE_COLUMNS = (
     "min",
     "max",
 )
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20250301
-CONFIDENCE = 0.95
 
 
 def scores_for(campaigns: list[str] | None = None) -> QuerySet[Score]:
@@ -166,68 +162,10 @@ def score_rows(scores: QuerySet[Score], *, anonymize: bool = False) -> Iterator[
 # --- Aggregates ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Summary:
-    """A (campaign, task type, model) score, from its items' mean scores."""
-
-    items: int
-    scores: int
-    mean: float
-    ci_low: float
-    ci_high: float
-    median: float
-    std: float | None
-    min: float
-    max: float
-
-
-def bootstrap_ci(
-    values: list[float], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float]:
-    """95% percentile-bootstrap confidence interval of the mean of `values`.
-
-    Draws `resamples` samples of len(values) with replacement from a `random.Random(seed)` of its
-    own, so a figure never changes between runs or with what else is exported; the bounds are
-    the 2.5th and 97.5th percentiles of the resampled means, interpolated linearly
-    (`statistics.quantiles(..., method="inclusive")`, numpy's default). One value gives (v, v).
-    """
-    if len(values) == 1:
-        return values[0], values[0]
-    # Not for security: a seeded generator is the point, so the figures are reproducible.
-    rng = random.Random(seed)  # noqa: S311
-    n = len(values)
-    means = sorted(math.fsum(rng.choices(values, k=n)) / n for _ in range(resamples))
-    tail = (1 - CONFIDENCE) / 2
-    cuts = statistics.quantiles(means, n=round(1 / tail), method="inclusive")
-    return cuts[0], cuts[-1]
-
-
-def summarise(item_scores: dict[Any, list[int]]) -> Summary:
-    """Mean over items of each item's mean score, with a bootstrap CI over items.
-
-    An item's mean averages every score its answers got (all samples, all reviewers). `median`,
-    `std` (sample standard deviation, n − 1; None for a single item), `min` and `max` are taken
-    over the item means as well, never over individual scores.
-    """
-    item_means = [math.fsum(scores) / len(scores) for scores in item_scores.values()]
-    low, high = bootstrap_ci(item_means)
-    return Summary(
-        items=len(item_means),
-        scores=sum(len(scores) for scores in item_scores.values()),
-        mean=math.fsum(item_means) / len(item_means),
-        ci_low=low,
-        ci_high=high,
-        median=statistics.median(item_means),
-        std=statistics.stdev(item_means) if len(item_means) > 1 else None,
-        min=min(item_means),
-        max=max(item_means),
-    )
-
-
 def aggregate_rows(scores: QuerySet[Score]) -> Iterator[tuple[Any, ...]]:
     """One row per campaign × task type × model (`AGGREGATE_COLUMNS`), in one query.
 
-    See `summarise` for the figures and `bootstrap_ci` for the interval.
+    The figures are `grading.stats.summarise`'s, the very ones the comparison pages show.
     """
     rows = scores.order_by(*ORDER[:2], "generation__endpoint__slug").values_list(
         "generation__campaign__slug",
@@ -242,7 +180,7 @@ def aggregate_rows(scores: QuerySet[Score]) -> Iterator[tuple[Any, ...]]:
         item_scores: dict[int, list[int]] = {}
         for *_, item, score in group:
             item_scores.setdefault(item, []).append(score)
-        s = summarise(item_scores)
+        s = stats.summarise(item_scores)
         yield (campaign, task_type, model, s.items, s.scores, s.mean, s.ci_low, s.ci_high,
                s.median, s.std, s.min, s.max)  # fmt: skip
 

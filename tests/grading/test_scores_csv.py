@@ -20,8 +20,10 @@ from django.db import connection
 from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 
+from grading import stats
 from grading.models import ReviewSettings, Rubric, Score
-from grading.scores_csv import PLACEHOLDER_BASE_URL, PLACEHOLDER_PROMPT, bootstrap_ci
+from grading.scores_csv import PLACEHOLDER_BASE_URL, PLACEHOLDER_PROMPT
+from inference.csvutil import format_number
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -406,12 +408,26 @@ def test_aggregate_is_the_mean_of_item_means_with_a_ci(study: dict[str, Any]) ->
     assert export("--aggregate") == export("--aggregate")  # fixed seed: reproducible
 
 
-def test_bootstrap_ci_narrows_with_more_items() -> None:
-    few = bootstrap_ci([2.0, 8.0, 5.0, 6.0])
-    many = bootstrap_ci([2.0, 8.0, 5.0, 6.0] * 25)
-    assert few[0] < 5.25 < few[1]
-    assert many[0] < 5.25 < many[1]
-    assert many[1] - many[0] < few[1] - few[0]
+def test_aggregate_rows_carry_the_comparison_pages_figures(study: dict[str, Any]) -> None:
+    """`--aggregate` and the results page compute one and the same summary per cell."""
+    suite, ernie = study["suite"], study["ernie"]
+    people = [reviewer(f"agg-{n}") for n in range(2)]
+    given = {f"ar-{n}": values for n, values in enumerate([[6, 8], [4], [10, 9], [3, 5]], 2)}
+    for external_id, values in given.items():
+        gen = answer(study["small"], item(suite, external_id, "AR"), ernie)
+        for who, value in zip(people, values, strict=False):
+            score(gen, who, value)
+    expected = stats.summarise(given)
+
+    row = export_rows("--aggregate")[0]
+
+    assert (row["model"], row["items"]) == ("ernie-4.5-0.3b", "4")
+    assert row["mean"] == format_number(expected.mean)
+    assert (row["ci_low"], row["ci_high"]) == (
+        format_number(expected.ci_low),
+        format_number(expected.ci_high),
+    )
+    assert expected.ci_low < expected.mean < expected.ci_high
 
 
 # --- Query count -----------------------------------------------------------------------------
