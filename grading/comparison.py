@@ -9,7 +9,7 @@ Two layers, so that a filter change costs little:
   new, edited or deleted score, a finished generation or a changed campaign gives a new key,
   so a cached page never shows stale figures.
 - `select` applies the task-type and modality filters to a `Base`: it picks cells, re-runs the
-  Holm correction over the task types shown, and pools item means, histograms and speed rows
+  Holm correction over the task types shown, and pools item means, histograms and speed samples
   of the chosen cells. No query, no bootstrap.
 
 Matchups: each campaign compares its first model (in campaign order) with each of the others,
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import cache
-from django.db.models import Count, Max, Prefetch, Q, Sum
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, Sum
 from django.http import QueryDict
 
 from inference.models import (
@@ -47,7 +47,7 @@ MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
 
 CACHE_TIMEOUT_S = 24 * 3600
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SPEED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
@@ -120,7 +120,8 @@ class Cell:
 
     summary: stats.Summary
     histogram: tuple[int, ...]
-    item_means: tuple[float, ...]
+    item_means: stats.FloatArray
+    """Sorted."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class Base:
     """Per (campaign slug, task type code)."""
     campaign_agreement: dict[str, stats.Agreement]
     severity: dict[str, stats.Severity]
-    speed_rows: dict[tuple[str, str], list[stats.SpeedRow]]
+    speed: dict[tuple[str, str], stats.SpeedSample]
     """Per (task type code, model slug)."""
     coverage: dict[tuple[str, str], Coverage]
     """Per (campaign slug, task type code)."""
@@ -173,7 +174,7 @@ def campaign_infos(campaigns: Sequence[Campaign]) -> list[CampaignInfo]:
                 name=campaign.name,
                 matchup=campaign.matchup,
                 models=tuple(m.endpoint.slug for m in members),
-                simulated=bool(getattr(campaign, "simulated_count", 0)),
+                simulated=bool(getattr(campaign, "has_simulated", False)),
                 imported=campaign.suite.name.startswith("imported-"),
                 params={m.endpoint.slug: m.effective_params() for m in members},
             )
@@ -182,14 +183,24 @@ def campaign_infos(campaigns: Sequence[Campaign]) -> list[CampaignInfo]:
 
 
 def campaigns_queryset() -> Any:
-    """Campaigns with what the pages need about them, in one query plus one for members."""
+    """Campaigns with what the pages need about them, in one query plus one for members.
+
+    EXISTS subqueries, not joins: a join to the generations (and `with_scores`'s to their
+    scores) multiplies a campaign's row by all of them, which took 28 s at 30,000 scores.
+    """
     members = CampaignModel.objects.select_related("endpoint").order_by("position", "pk")
+    simulated = Generation.objects.filter(campaign=OuterRef("pk"), simulated=True)
     return (
         Campaign.objects.select_related("suite")
         .prefetch_related(Prefetch("members", queryset=members))
-        .annotate(simulated_count=Count("generations", filter=Q(generations__simulated=True)))
+        .annotate(has_simulated=Exists(simulated))
         .order_by("created_at", "pk")
     )
+
+
+def with_scores(campaigns: Any) -> Any:
+    """Only those of `campaigns` (a `campaigns_queryset`) that have at least one score."""
+    return campaigns.filter(Exists(Score.objects.filter(generation__campaign=OuterRef("pk"))))
 
 
 def fingerprint(campaign_pks: Sequence[int], reviewer: str) -> str:
@@ -294,7 +305,7 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         cells[key] = Cell(
             summary=summary,
             histogram=tuple(stats.histogram(v for vs in pooled_items.values() for v in vs)),
-            item_means=tuple(means),
+            item_means=np.array(means, dtype=np.float64),
         )
 
     matchups = []
@@ -339,7 +350,7 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         agreement=agreement,
         campaign_agreement=campaign_agreement,
         severity=severity,
-        speed_rows=dict(speed_rows),
+        speed={key: stats.speed_sample(rows) for key, rows in speed_rows.items()},
         coverage=coverage,
         reviewers=sorted(reviewer_names),
         scores=n_scores,
@@ -470,9 +481,9 @@ def select(base: Base, filters: Filters, *, sort: str = "type") -> Selection:
     summaries = []
     for model in base.models:
         mine = [cells[t, model.slug] for t in codes if (t, model.slug) in cells]
-        item_means = np.array([m for cell in mine for m in cell.item_means])
+        item_means = np.concatenate([cell.item_means for cell in mine]) if mine else np.empty(0)
         histogram = np.sum([cell.histogram for cell in mine], axis=0) if mine else np.zeros(11)
-        timed = [r for t in codes for r in base.speed_rows.get((t, model.slug), [])]
+        timed = [base.speed[t, model.slug] for t in codes if (t, model.slug) in base.speed]
         summaries.append(
             ModelSummary(
                 model=model,
@@ -486,7 +497,7 @@ def select(base: Base, filters: Filters, *, sort: str = "type") -> Selection:
                     else None
                 ),
                 histogram=[int(n) for n in histogram],
-                speed=stats.speed(timed),
+                speed=stats.pooled_speed(timed),
             )
         )
 

@@ -577,16 +577,39 @@ class SpeedRow:
     finish_reason: str
 
 
-def _spread(values: Iterable[float | None]) -> Spread:
-    known = np.fromiter((v for v in values if v is not None), dtype=np.float64)
+def _spread(known: FloatArray) -> Spread:
     if not known.size:
         return Spread(None, None, 0)
     median, p90 = np.percentile(known, [50, 90])
     return Spread(float(median), float(p90), int(known.size))
 
 
-def speed(rows: Iterable[SpeedRow]) -> Speed:
-    """Median and p90 timings, mean completion tokens and the cut-off share; see the module."""
+@dataclass(frozen=True)
+class SpeedSample:
+    """What `speed` reads of some generations, as arrays of the succeeded ones' known values.
+
+    Samples pool by concatenation (`pooled_speed`), which is how a cached comparison page keeps
+    one per task type and model and combines the ones a filter shows, without a row object per
+    generation (slow to unpickle at 100,000 generations).
+    """
+
+    succeeded: int
+    failed: int
+    ttft_ms: FloatArray
+    decode_tps: FloatArray
+    e2e_tps: FloatArray
+    response_time_ms: FloatArray
+    completion_tokens: npt.NDArray[np.int64]
+    cut_off: int
+    """Succeeded generations with finish_reason "length"."""
+
+
+def _known(values: Iterable[float | None]) -> FloatArray:
+    return np.fromiter((v for v in values if v is not None), dtype=np.float64)
+
+
+def speed_sample(rows: Iterable[SpeedRow]) -> SpeedSample:
+    """The arrays `pooled_speed` needs of these generations."""
     succeeded: list[SpeedRow] = []
     failed = 0
     for row in rows:
@@ -594,21 +617,49 @@ def speed(rows: Iterable[SpeedRow]) -> Speed:
             succeeded.append(row)
         elif row.status in ("failed", "cancelled"):
             failed += 1
-    tokens = [r.completion_tokens for r in succeeded if r.completion_tokens is not None]
-    return Speed(
+    return SpeedSample(
         succeeded=len(succeeded),
         failed=failed,
-        ttft_ms=_spread(r.ttft_ms for r in succeeded),
-        decode_tps=_spread(r.decode_tps for r in succeeded),
-        e2e_tps=_spread(r.e2e_tps for r in succeeded),
-        response_time_ms=_spread(r.response_time_ms for r in succeeded),
-        mean_completion_tokens=sum(tokens) / len(tokens) if tokens else None,
-        cut_off=(
-            sum(r.finish_reason == "length" for r in succeeded) / len(succeeded)
-            if succeeded
-            else None
+        ttft_ms=_known(r.ttft_ms for r in succeeded),
+        decode_tps=_known(r.decode_tps for r in succeeded),
+        e2e_tps=_known(r.e2e_tps for r in succeeded),
+        response_time_ms=_known(r.response_time_ms for r in succeeded),
+        completion_tokens=np.fromiter(
+            (r.completion_tokens for r in succeeded if r.completion_tokens is not None),
+            dtype=np.int64,
         ),
+        cut_off=sum(r.finish_reason == "length" for r in succeeded),
     )
+
+
+def pooled_speed(samples: Sequence[SpeedSample]) -> Speed:
+    """`speed` of the generations of all these samples together."""
+
+    def pooled(column: str) -> FloatArray:
+        arrays = [getattr(s, column) for s in samples]
+        return np.concatenate(arrays) if arrays else np.empty(0)
+
+    succeeded = sum(s.succeeded for s in samples)
+    tokens = [s.completion_tokens for s in samples]
+    known_tokens = sum(t.size for t in tokens)
+    return Speed(
+        succeeded=succeeded,
+        failed=sum(s.failed for s in samples),
+        ttft_ms=_spread(pooled("ttft_ms")),
+        decode_tps=_spread(pooled("decode_tps")),
+        e2e_tps=_spread(pooled("e2e_tps")),
+        response_time_ms=_spread(pooled("response_time_ms")),
+        # Integer sums, so the mean is exactly sum / count whatever the pooling order.
+        mean_completion_tokens=(
+            sum(int(t.sum()) for t in tokens) / known_tokens if known_tokens else None
+        ),
+        cut_off=sum(s.cut_off for s in samples) / succeeded if succeeded else None,
+    )
+
+
+def speed(rows: Iterable[SpeedRow]) -> Speed:
+    """Median and p90 timings, mean completion tokens and the cut-off share; see the module."""
+    return pooled_speed([speed_sample(rows)])
 
 
 def histogram(scores: Iterable[int]) -> list[int]:

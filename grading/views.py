@@ -454,11 +454,7 @@ def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
     """Every campaign with scores side by side: the reference study's tables and charts."""
     visible = _results_campaigns(request)
     chosen = request.GET.getlist("campaign")
-    campaigns = [
-        c
-        for c in visible.filter(generations__scores__isnull=False).distinct()
-        if not chosen or c.public_id in chosen
-    ]
+    campaigns = [c for c in comparison.with_scores(visible) if not chosen or c.public_id in chosen]
     return _results_page(request, campaigns, campaign=None)
 
 
