@@ -1,0 +1,705 @@
+"""Benchmark: the comparison pages (`/results/`, `/results/<campaign>/`) on 300,000 scores.
+
+Target (issue #6): the page under 300 ms p95 (caching allowed, invalidated when a score
+arrives) with a query count that does not grow with the data.
+
+The data (throwaway PostgreSQL database on 127.0.0.1:5432, migrated, built in a child process),
+shaped like the reference study: 3 finished campaigns of two models each (`bench-small`,
+`bench-medium`, `bench-vision`, 6 endpoints named after the study's models), every campaign
+answering one shared suite whose items cycle over all 21 task types. So the overview page is
+the full 6 models x 21 task types grid (126 cells, 3 matchups x 21 rows, 63 agreement rows), the
+largest page this data can make; the reference study's vision campaign only answered the
+3 vision types, which would leave most of the grid empty and the page cheaper. Each campaign
+page is 2 models x 21 task types.
+
+- items: `--scores` / 17.2 (about 17,400 for 300,000 scores, ~830 per task type);
+- generations: 6 per item (~104,000); 1% failed (HTTP 503, no timings), the rest succeeded
+  with per-model timings: log-normal TTFT around the model's median, decode tokens/s around
+  the model's speed, log-normal completion tokens per task type capped at 2,048 (those get
+  finish_reason=length, a few percent), response time = TTFT + decode time, e2e_tps;
+- 10 reviewers; each succeeded output scored by 3 of them (2% by 2, 1% by 1, 2% unscored);
+  a score is round(model x task-type mean + item difficulty + reviewer severity + noise),
+  clipped to 0-10, so bootstrap, Wilcoxon, Krippendorff and severity have real work. The scores
+  go in with one `INSERT ... SELECT` over generations x reviewer slots; VACUUM ANALYZE after.
+
+Measurements (in a child process: Django's test Client, an admin force-logged-in; server time
+is perf_counter around the client call, queries from `CaptureQueriesContext`), with the Redis
+cache (REDIS_URL=redis://127.0.0.1:6379/13, flushed first: production's configuration), then
+again with the default file-based cache:
+
+  cold         the page with an empty cache: the full `comparison.build`
+  warm         the page again (fingerprint queries + cached `Base` + select + charts + render)
+  filter       htmx change (HX-Request, HX-Target: results) to ?task_type=MT, ?modality=vision
+  reviewer     htmx ?reviewer=reviewer03: first (cold: a build of its own), then warm
+  new score    one Score created, then the next page request (the rebuild it causes)
+  breakdown    the parts of a warm request, and of `comparison.build` (its two big queries,
+               each statistic of `grading.stats` summed over its calls)
+
+and the same on a small database (`--small-scores`, default 30,000) to show that the warm
+page's query count does not grow with the data.
+
+    python tests/benchmarks/bench_comparison.py [--scores 300000] [--small-scores 30000]
+        [--reps 30] [--no-file-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+REVIEWERS = 10
+FAILED_SHARE = 0.01
+SCORES_PER_ITEM = 6 * (1 - FAILED_SHARE) * (0.95 * 3 + 0.02 * 2 + 0.01 * 1)
+MAX_TOKENS = 2048
+TARGET_MS = 300.0
+CAMPAIGNS = {
+    # slug: (matchup, [(model slug, base quality, ttft median ms, decode tok/s)] * 2)
+    "bench-small": (
+        "small",
+        [("ernie-4.5-0.3b", 6.2, 90.0, 140.0), ("deepseek-r1-distill-qwen-1.5b", 3.6, 140.0, 95.0)],
+    ),
+    "bench-medium": (
+        "medium",
+        [
+            ("ernie-4.5-21b-a3b", 7.4, 260.0, 48.0),
+            ("deepseek-r1-distill-qwen-32b", 6.6, 420.0, 22.0),
+        ],
+    ),
+    "bench-vision": (
+        "vision",
+        [("ernie-4.5-vl-28b-a3b", 6.8, 380.0, 41.0), ("qwen2.5-vl-32b", 6.1, 450.0, 24.0)],
+    ),
+}
+
+
+# --- Helpers ------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def setup_django() -> None:
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grading.settings")
+    sys.path.insert(0, str(REPO))
+    django.setup()
+
+
+def run_child(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run this script with `args`; pass its printed lines through, return its last JSON line."""
+    out = subprocess.run(
+        [sys.executable, __file__, *args], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-6000:])
+        raise RuntimeError(f"child {args} failed with exit code {out.returncode}")
+    *printed, last = out.stdout.strip().splitlines()
+    for line in printed:
+        print(line, flush=True)
+    return dict(json.loads(last))
+
+
+def create_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
+
+
+# --- Child: build the data ----------------------------------------------------------------------
+
+
+def build(target_scores: int) -> dict[str, Any]:
+    """Fill the migrated, empty database (see the module docstring)."""
+    setup_django()
+    import datetime
+
+    from django.contrib.auth.models import User
+    from django.db import connection, transaction
+
+    from grading.models import ReviewSettings, Rubric
+    from inference.models import (
+        Campaign,
+        CampaignModel,
+        CampaignStatus,
+        Generation,
+        GenerationStatus,
+        ModelEndpoint,
+        Suite,
+        TaskItem,
+        TaskType,
+        UsageSource,
+    )
+
+    rng = random.Random(6)
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
+    items = max(21, round(target_scores / SCORES_PER_ITEM))
+    types = list(TaskType.objects.order_by("position", "code"))
+    # Task types differ in difficulty and answer length, the same for every model.
+    difficulty = {t.pk: rng.uniform(-1.8, 1.2) for t in types}
+    length = {t.pk: rng.choice((80, 150, 300, 500, 900)) for t in types}
+    with transaction.atomic():
+        suite = Suite.objects.create(name="bench-comparison")
+        TaskItem.objects.bulk_create(
+            (
+                TaskItem(
+                    suite=suite,
+                    external_id=f"q{n:06d}",
+                    task_type=types[n % len(types)],
+                    prompt=f"问题 {n}:请回答。",
+                    content_hash=f"h{n}",
+                )
+                for n in range(items)
+            ),
+            batch_size=10_000,
+        )
+        campaigns = []
+        mu: list[tuple[int, int, float]] = []  # (task type, endpoint, mean score)
+        profile: dict[int, tuple[float, float]] = {}  # endpoint -> (ttft ms, decode tok/s)
+        for slug, (matchup, models) in CAMPAIGNS.items():
+            campaign = Campaign.objects.create(
+                slug=slug, name=slug.replace("-", " ").title(), matchup=matchup, suite=suite,
+                status=CampaignStatus.FINISHED,
+                params={"temperature": 0.7, "max_tokens": MAX_TOKENS},
+            )  # fmt: skip
+            ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=3)
+            for position, (model, quality, ttft, decode) in enumerate(models):
+                endpoint = ModelEndpoint.objects.create(
+                    slug=model, name=model, model=model, base_url="http://127.0.0.1:9/v1"
+                )
+                CampaignModel.objects.create(
+                    campaign=campaign, endpoint=endpoint, position=position
+                )
+                profile[endpoint.pk] = (ttft, decode)
+                mu += [
+                    (t.pk, endpoint.pk, quality + difficulty[t.pk] + rng.gauss(0, 0.6))
+                    for t in types
+                ]
+            campaigns.append(campaign)
+    phases["items"] = time.perf_counter() - start
+
+    mark = time.perf_counter()
+    t0 = datetime.datetime(2025, 3, 1, 9, 30, tzinfo=datetime.UTC)
+    task_items = list(
+        TaskItem.objects.filter(suite=suite).order_by("pk").values_list("pk", "task_type_id")
+    )
+    members = list(
+        CampaignModel.objects.order_by("campaign_id", "position").values_list(
+            "campaign_id", "endpoint_id"
+        )
+    )
+
+    def generations() -> Any:
+        for n, (item_id, type_id) in enumerate(task_items):
+            for campaign_id, endpoint_id in members:
+                started = t0 + datetime.timedelta(seconds=n * 3)
+                common = {
+                    "campaign_id": campaign_id, "item_id": item_id, "endpoint_id": endpoint_id,
+                    "simulated": False, "started_at": started, "prompt_tokens": 40,
+                }  # fmt: skip
+                if rng.random() < FAILED_SHARE:
+                    yield Generation(
+                        **common, status=GenerationStatus.FAILED, http_status=503,
+                        error="HTTP 503: upstream overloaded", attempts=3,
+                        finished_at=started + datetime.timedelta(seconds=30),
+                    )  # fmt: skip
+                    continue
+                base_ttft, base_decode = profile[endpoint_id]
+                ttft = rng.lognormvariate(math.log(base_ttft), 0.45)
+                decode = max(2.0, rng.gauss(base_decode, base_decode * 0.12))
+                tokens = min(
+                    MAX_TOKENS, max(1, int(rng.lognormvariate(math.log(length[type_id]), 0.7)))
+                )
+                response = ttft + (tokens - 1) / decode * 1000
+                yield Generation(
+                    **common, status=GenerationStatus.SUCCEEDED, attempts=1, content="answer",
+                    finish_reason="length" if tokens >= MAX_TOKENS else "stop",
+                    completion_tokens=tokens, total_tokens=40 + tokens,
+                    usage_source=UsageSource.SERVER, ttft_ms=ttft, ttfa_ms=ttft,
+                    response_time_ms=response, decode_tps=decode,
+                    e2e_tps=tokens / response * 1000, tpot_ms=1000 / decode,
+                    finished_at=started + datetime.timedelta(milliseconds=response),
+                )  # fmt: skip
+
+    with transaction.atomic():
+        Generation.objects.bulk_create(generations(), batch_size=10_000)
+    phases["generations"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    users = User.objects.bulk_create(
+        User(username=f"reviewer{n:02d}", password="!") for n in range(REVIEWERS)
+    )
+    User.objects.create_user("bench-admin", password="!", is_staff=True, is_superuser=True)
+    rubric = Rubric.objects.current()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE bench_cell (type_id int, endpoint_id int, mu float)")
+        cursor.executemany("INSERT INTO bench_cell VALUES (%s, %s, %s)", mu)
+        cursor.execute("CREATE TEMP TABLE bench_reviewer (n int, user_id int, bias float)")
+        cursor.executemany(
+            "INSERT INTO bench_reviewer VALUES (%s, %s, %s)",
+            [(n, u.pk, rng.uniform(-1.0, 0.8)) for n, u in enumerate(users)],
+        )
+        cursor.execute("SELECT setseed(0.6)")
+        cursor.execute(
+            "CREATE TEMP TABLE bench_item AS SELECT id AS item_id, (random() - 0.5) * 3.5 AS "
+            "effect FROM inference_taskitem"
+        )
+        # Per output: k reviewer slots (hash of the id: 2% none, 1% one, 2% two, else three);
+        # slot j goes to reviewer (7·id + 3j) mod 10, three different people.
+        cursor.execute(
+            """
+            INSERT INTO grading_score (public_id, generation_id, reviewer_id, assignment_id,
+                score, comment, flagged, flag_reason, position, rubric_id, seconds_spent,
+                imported, scored_at, updated_at)
+            SELECT 'b' || g.id || '-' || slot.j, g.id, r.user_id, NULL,
+                LEAST(10, GREATEST(0, round(c.mu + e.effect + r.bias
+                    + (random() + random() + random() + random() - 2) * 1.7)))::int,
+                '', false, '', (g.id + slot.j) %% 2, %s, 20 + 60 * random(), false,
+                g.finished_at + interval '1 day' + slot.j * interval '1 hour',
+                g.finished_at + interval '1 day' + slot.j * interval '1 hour'
+            FROM inference_generation g
+            JOIN inference_taskitem i ON i.id = g.item_id
+            JOIN bench_cell c ON c.type_id = i.task_type_id AND c.endpoint_id = g.endpoint_id
+            JOIN bench_item e ON e.item_id = g.item_id
+            CROSS JOIN generate_series(0, 2) AS slot(j)
+            JOIN bench_reviewer r ON r.n = (g.id * 7 + slot.j * 3) %% 10
+            WHERE g.status = 'succeeded'
+              AND slot.j < CASE WHEN (g.id * 2654435761) %% 1000 < 20 THEN 0
+                                WHEN (g.id * 2654435761) %% 1000 < 30 THEN 1
+                                WHEN (g.id * 2654435761) %% 1000 < 50 THEN 2 ELSE 3 END
+            """,
+            [rubric.pk],
+        )
+        scores = cursor.rowcount
+    phases["scores"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+        cursor.execute("SELECT pg_database_size(current_database())")
+        row = cursor.fetchone()
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE finish_reason = 'length'), "
+            "count(*) FILTER (WHERE status = 'failed') FROM inference_generation"
+        )
+        cut, failed = cursor.fetchone() or (0, 0)
+    phases["analyze"] = time.perf_counter() - mark
+    return {
+        "items": items,
+        "generations": len(task_items) * len(members),
+        "cut_off": cut,
+        "failed": failed,
+        "scores": scores,
+        "db_mb": (row[0] if row else 0) / 2**20,
+        "phases": phases,
+    }
+
+
+# --- Child: measure -----------------------------------------------------------------------------
+
+
+class Recorder:
+    """Server time, queries and response size of each request, by measurement name."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.queries: dict[str, list[int]] = {}
+        self.sizes: dict[str, int] = {}
+        self.sql: dict[str, list[str]] = {}
+
+    def timed(self, name: str, call: Callable[[], Any]) -> Any:
+        from django.db import connection, reset_queries
+        from django.test.utils import CaptureQueriesContext
+
+        # CaptureQueriesContext keeps requests from clearing connection.queries (at most 9,000
+        # entries, after which every request would count 0): clear it first.
+        reset_queries()
+        with CaptureQueriesContext(connection) as captured:
+            begin = time.perf_counter()
+            response = call()
+            elapsed = (time.perf_counter() - begin) * 1000
+        assert response.status_code == 200, (name, response.status_code)
+        self.times.setdefault(name, []).append(elapsed)
+        self.queries.setdefault(name, []).append(len(captured.captured_queries))
+        self.sizes[name] = len(response.content)
+        self.sql[name] = [query["sql"] for query in captured.captured_queries]
+        return response
+
+    def line(self, name: str) -> str:
+        times, queries = self.times[name], self.queries[name]
+        counts = sorted(set(queries))
+        shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        if len(times) == 1:
+            figures = f"{times[0]:8.1f} ms (once)                  "
+        else:
+            figures = (
+                f"median {statistics.median(times):7.1f} ms  p95 {percentile(times, 95):7.1f} ms"
+                f"  (n={len(times)})"
+            )
+        return f"  {name:<34} {figures}  {shown:>5} queries  {self.sizes[name] / 1024:6.0f} KiB"
+
+
+def instrumented(names: Sequence[str]) -> tuple[dict[str, list[float]], Callable[[], None]]:
+    """Wrap `grading.stats` functions with timers; returns (seconds per call, undo)."""
+    from grading import stats
+
+    spent: dict[str, list[float]] = {name: [] for name in names}
+    originals = {name: getattr(stats, name) for name in names}
+
+    def wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name].append(time.perf_counter() - begin)
+
+        return timed
+
+    for name, function in originals.items():
+        setattr(stats, name, wrap(name, function))
+
+    def undo() -> None:
+        for name, function in originals.items():
+            setattr(stats, name, function)
+
+    return spent, undo
+
+
+def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
+    setup_django()
+    from django.contrib.auth.models import User
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test import Client, RequestFactory
+    from django.utils import timezone
+
+    from grading import charts, comparison
+    from grading.models import Rubric, Score
+    from inference.models import Campaign, Generation, GenerationStatus
+
+    cache.clear()
+    client = Client()
+    client.force_login(
+        User.objects.get(username="bench-admin"),
+        backend="django.contrib.auth.backends.ModelBackend",
+    )
+    one = Campaign.objects.get(slug="bench-small")
+    overview, page = "/results/", f"/results/{one.public_id}/"
+    htmx = {"HX-Request": "true", "HX-Target": "results"}
+    record = Recorder()
+    print(f"\n{label}", flush=True)
+
+    # Warm the code paths (imports, templates) on a throwaway build, then empty the cache.
+    client.get(overview)
+    cache.clear()
+
+    for _ in range(cold_reps):
+        cache.clear()
+        record.timed("cold overview (build)", lambda: client.get(overview))
+    for _ in range(reps):
+        record.timed("warm overview", lambda: client.get(overview))
+    cache.clear()
+    record.timed("cold campaign page (build)", lambda: client.get(page))
+    for _ in range(reps):
+        record.timed("warm campaign page", lambda: client.get(page))
+    client.get(overview)  # the overview's Base is cached again
+    for name, url, query in (
+        ("htmx filter task_type=MT", overview, "?task_type=MT"),
+        ("htmx filter modality=vision", overview, "?modality=vision"),
+        ("htmx sort by difference", overview, "?sort=-diff"),
+        ("htmx campaign page task_type=MT", page, "?task_type=MT"),
+    ):
+        for _ in range(reps):
+            record.timed(name, lambda: client.get(url + query, headers=htmx))  # noqa: B023
+    record.timed(
+        "htmx reviewer=reviewer03 (cold)",
+        lambda: client.get(overview + "?reviewer=reviewer03", headers=htmx),
+    )
+    for _ in range(reps):
+        record.timed(
+            "htmx reviewer=reviewer03 (warm)",
+            lambda: client.get(overview + "?reviewer=reviewer03", headers=htmx),
+        )
+
+    # A score arrives: the next request rebuilds, the one after is warm again.
+    rubric = Rubric.objects.current()
+    reviewer = User.objects.get(username="reviewer00")
+    open_outputs = (
+        Generation.objects.filter(status=GenerationStatus.SUCCEEDED, scores__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)[: max(1, cold_reps)]
+    )
+    for generation_id in open_outputs:
+        Score.objects.create(
+            generation_id=generation_id, reviewer=reviewer, score=7, position=0,
+            rubric=rubric, scored_at=timezone.now(),
+        )  # fmt: skip
+        record.timed("after a new score (rebuild)", lambda: client.get(overview))
+        record.timed("after a new score, next request", lambda: client.get(overview))
+
+    for name in record.times:
+        print(record.line(name), flush=True)
+
+    # --- What a warm request spends its time on. -------------------------------------------
+    from grading import views
+
+    request = RequestFactory().get(overview)
+    request.user = User.objects.get(username="bench-admin")
+
+    def timed_ms(call: Callable[[], Any], n: int = 5) -> tuple[float, Any]:
+        result, best = None, math.inf
+        for _ in range(n):
+            begin = time.perf_counter()
+            result = call()
+            best = min(best, (time.perf_counter() - begin) * 1000)
+        return best, result
+
+    parts: dict[str, float] = {}
+    visible = views._results_campaigns(request)
+    parts["campaign list (overview query)"], chosen = timed_ms(
+        lambda: list(comparison.with_scores(visible))
+    )
+    infos = comparison.campaign_infos(chosen)
+    pks = [info.pk for info in infos]
+    parts["fingerprint (2 aggregate queries)"], _ = timed_ms(
+        lambda: comparison.fingerprint(pks, "")
+    )
+    parts["load (fingerprint + cache get)"], base = timed_ms(lambda: comparison.load(chosen))
+    pickled = pickle.dumps(base, pickle.HIGHEST_PROTOCOL)
+    parts["unpickle Base"], _ = timed_ms(lambda: pickle.loads(pickled))  # noqa: S301
+    filters = comparison.Filters()
+    parts["select (all task types)"], selection = timed_ms(lambda: comparison.select(base, filters))
+    parts["select (task_type=MT)"], _ = timed_ms(
+        lambda: comparison.select(base, comparison.Filters(task_types=("MT",)))
+    )
+    parts["charts"], figures = timed_ms(lambda: charts.charts(selection))
+    figure_bytes = sum(len(json.dumps(chart.figure)) for chart in figures)
+    print(f"  warm request parts (best of 5), {label}:")
+    for name, ms in parts.items():
+        print(f"    {name:<36} {ms:7.1f} ms")
+    print(
+        f"    cached Base: {len(pickled) / 1024:,.0f} KiB pickled; figures' JSON "
+        f"{figure_bytes / 1024:,.0f} KiB; page {record.sizes['warm overview'] / 1024:,.0f} KiB"
+    )
+    explain(record.sql["warm overview"])
+
+    # --- What the cold build spends its time on. --------------------------------------------
+    from django.db.models import Q
+
+    def score_rows() -> int:
+        rows = Score.objects.filter(generation__campaign_id__in=pks).order_by().values_list(
+            "generation__campaign_id", "generation__item__task_type_id",
+            "generation__endpoint__slug", "generation__item_id", "generation_id",
+            "reviewer__username", "score",
+        )  # fmt: skip
+        return sum(1 for _ in rows.iterator(chunk_size=5000))
+
+    def generation_rows() -> int:
+        rows = Generation.objects.filter(
+            Q(campaign_id__in=pks), Q(status__in=comparison.SPEED_STATUSES)
+        ).order_by().values_list(
+            "pk", "campaign_id", "item__task_type_id", "endpoint__slug", "status", "ttft_ms",
+            "decode_tps", "e2e_tps", "response_time_ms", "completion_tokens", "finish_reason",
+        )  # fmt: skip
+        return sum(1 for _ in rows.iterator(chunk_size=5000))
+
+    score_ms, n_scores = timed_ms(score_rows, 2)
+    generation_ms, n_generations = timed_ms(generation_rows, 2)
+    names = ("summarise", "histogram", "paired_difference", "agreement", "severity", "pooled_speed")
+    spent, undo = instrumented(names)
+    try:
+        begin = time.perf_counter()
+        built = comparison.build(infos)
+        build_ms = (time.perf_counter() - begin) * 1000
+        comparison.select(built, filters)  # `speed` runs here, per model
+    finally:
+        undo()
+    in_stats = sum(sum(v) for k, v in spent.items() if k != "pooled_speed") * 1000
+    print(f"  comparison.build, {label}: {build_ms:,.0f} ms, of which")
+    print(f"    score rows        {score_ms:7.0f} ms  ({n_scores:,} rows: query + iteration)")
+    print(f"    generation rows   {generation_ms:7.0f} ms  ({n_generations:,} rows)")
+    for name in names:
+        calls = spent[name]
+        where = "in select, per model" if name == "pooled_speed" else ""
+        print(
+            f"    stats.{name:<18} {sum(calls) * 1000:7.0f} ms  ({len(calls)} calls, "
+            f"max {max(calls, default=0) * 1000:.0f} ms) {where}"
+        )
+    rest = build_ms - score_ms - generation_ms - in_stats
+    print(f"    the rest (pooling, coverage, small queries) {rest:7.0f} ms")
+    print(f"    statistics alone (without speed): {in_stats:,.0f} ms", flush=True)
+    connection.close()
+    return {
+        "times": record.times,
+        "queries": record.queries,
+        "parts": parts,
+        "pickled_kib": len(pickled) / 1024,
+        "build_ms": build_ms,
+        "stats_ms": in_stats,
+    }
+
+
+def explain(sqls: Sequence[str]) -> None:
+    """EXPLAIN ANALYZE each SELECT of a request (best of 3): which ones cost, and their plans."""
+    from django.db import connection
+
+    print("  the warm overview's queries (EXPLAIN ANALYZE, best of 3):")
+    with connection.cursor() as cursor:
+        for sql in sqls:
+            if not sql.startswith("SELECT"):
+                continue
+            best, nodes = math.inf, ""
+            for _ in range(3):
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+                row = cursor.fetchone()
+                assert row is not None
+                plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+                best = min(best, float(plan[0]["Execution Time"]))
+                nodes = ", ".join(sorted(set(scan_nodes(plan[0]["Plan"]))))
+            table = sql.split(' FROM "', 1)[1].split('"', 1)[0] if ' FROM "' in sql else "?"
+            print(f"    {best:7.2f} ms  {table:<28} {nodes}")
+
+
+def scan_nodes(plan: dict[str, Any]) -> list[str]:
+    found = []
+    if "Scan" in plan["Node Type"]:
+        found.append(f"{plan['Node Type']} on {plan.get('Relation Name', '?')}")
+    for child in plan.get("Plans", []):
+        found.extend(scan_nodes(child))
+    return found
+
+
+# --- Parent -------------------------------------------------------------------------------------
+
+
+def flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def verdict(result: dict[str, Any], name: str) -> str:
+    p95 = percentile(result["times"][name], 95)
+    return f"{name}: p95 {p95:.1f} ms {'meets' if p95 < TARGET_MS else 'misses'} {TARGET_MS:.0f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build", type=int, metavar="SCORES")
+    parser.add_argument("--measure", metavar="LABEL")
+    parser.add_argument("--scores", type=int, default=300_000)
+    parser.add_argument("--small-scores", type=int, default=30_000)
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--cold-reps", type=int, default=3)
+    parser.add_argument("--no-file-cache", action="store_true")
+    args = parser.parse_args()
+    if args.build:
+        print(json.dumps(build(args.build)))
+        return
+    if args.measure:
+        print(json.dumps(measure(args.reps, args.cold_reps, args.measure)))
+        return
+
+    try:
+        import psycopg
+
+        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
+        flush_redis()
+    except Exception as error:
+        sys.exit(f"this benchmark needs PostgreSQL on 127.0.0.1:5432 and Redis: {error}")
+
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    sizes = [("big", args.scores)] + ([("small", args.small_scores)] if args.small_scores else [])
+    with tempfile.TemporaryDirectory(prefix="gradebench-bench-") as tmp:
+        base_env = {
+            **os.environ,
+            "GRADEBENCH_VAR_DIR": str(Path(tmp) / "var"),
+            "DEBUG": "1",  # plain http in the test client, static files without a manifest
+            "ALLOWED_HOSTS": "testserver",
+        }
+        base_env.pop("REDIS_URL", None)
+        for size, scores in sizes:
+            name = f"gradebench_bench_comparison_{size}_{os.getpid()}"
+            env = {**base_env, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}"}
+            create_database(name)
+            try:
+                migrate(env)
+                b = run_child(env, "--build", str(scores))
+                phases = ", ".join(f"{k} {v:.1f} s" for k, v in b["phases"].items())
+                print(
+                    f"\n== {size} database: 3 campaigns x 2 models, 21 task types, "
+                    f"{b['items']:,} items, {b['generations']:,} generations "
+                    f"({b['failed']:,} failed, {b['cut_off']:,} cut off by length), "
+                    f"{REVIEWERS} reviewers, {b['scores']:,} scores; {b['db_mb']:,.0f} MB; "
+                    f"built in {phases}",
+                    flush=True,
+                )
+                caches: list[tuple[str, dict[str, str]]] = [
+                    ("redis", {**env, "REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": "bench"})
+                ]
+                if size == "big" and not args.no_file_cache:
+                    caches.append(("file", env))
+                for cache_name, cache_env in caches:
+                    if cache_name == "redis":
+                        flush_redis()
+                    reps = args.reps if size == "big" else max(5, args.reps // 3)
+                    cold = args.cold_reps if size == "big" else 1
+                    label = f"{size} database ({b['scores']:,} scores), {cache_name} cache"
+                    results[size, cache_name] = run_child(
+                        cache_env, "--measure", label, "--reps", str(reps),
+                        "--cold-reps", str(cold),
+                    )  # fmt: skip
+            finally:
+                drop_database(name)
+                flush_redis()
+
+    big = results["big", "redis"]
+    print("\n== Summary")
+    for name in ("warm overview", "warm campaign page", "htmx filter task_type=MT"):
+        print("  " + verdict(big, name))
+    if ("small", "redis") in results:
+        small = results["small", "redis"]
+        print("  queries per request, small vs big database:")
+        for name in big["queries"]:
+            few, many = sorted(set(small["queries"][name])), sorted(set(big["queries"][name]))
+            same = "same" if few == many else "DIFFERENT"
+            print(f"    {name:<34} {few} vs {many}: {same}")
+
+
+if __name__ == "__main__":
+    main()
