@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from django.core.cache import cache
-from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, Sum
+from django.db.models import Count, F, Max, Prefetch, Q, Sum
 from django.http import QueryDict
 
 from inference.models import (
@@ -47,7 +47,7 @@ MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
 
 CACHE_TIMEOUT_S = 24 * 3600
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 SPEED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
@@ -162,7 +162,10 @@ class Base:
     scores: int
 
 
-def campaign_infos(campaigns: Sequence[Campaign]) -> list[CampaignInfo]:
+def campaign_infos(
+    campaigns: Sequence[Campaign], simulated: Collection[int] = ()
+) -> list[CampaignInfo]:
+    """What the pages show of these campaigns; `simulated` holds those with simulated answers."""
     infos = []
     for campaign in campaigns:
         members: list[CampaignModel] = list(campaign.members.all())
@@ -174,7 +177,7 @@ def campaign_infos(campaigns: Sequence[Campaign]) -> list[CampaignInfo]:
                 name=campaign.name,
                 matchup=campaign.matchup,
                 models=tuple(m.endpoint.slug for m in members),
-                simulated=bool(getattr(campaign, "has_simulated", False)),
+                simulated=campaign.pk in simulated,
                 imported=campaign.suite.name.startswith("imported-"),
                 params={m.endpoint.slug: m.effective_params() for m in members},
             )
@@ -185,47 +188,82 @@ def campaign_infos(campaigns: Sequence[Campaign]) -> list[CampaignInfo]:
 def campaigns_queryset() -> Any:
     """Campaigns with what the pages need about them, in one query plus one for members.
 
-    EXISTS subqueries, not joins: a join to the generations (and `with_scores`'s to their
-    scores) multiplies a campaign's row by all of them, which took 28 s at 30,000 scores.
+    Nothing here joins generations or scores: that multiplied a campaign's row by all of them
+    (28 s at 30,000 scores). Whether a campaign has scores or simulated answers comes from
+    `stamps`, which the page runs anyway.
     """
     members = CampaignModel.objects.select_related("endpoint").order_by("position", "pk")
-    simulated = Generation.objects.filter(campaign=OuterRef("pk"), simulated=True)
     return (
         Campaign.objects.select_related("suite")
         .prefetch_related(Prefetch("members", queryset=members))
-        .annotate(has_simulated=Exists(simulated))
         .order_by("created_at", "pk")
     )
 
 
-def with_scores(campaigns: Any) -> Any:
-    """Only those of `campaigns` (a `campaigns_queryset`) that have at least one score."""
-    return campaigns.filter(Exists(Score.objects.filter(generation__campaign=OuterRef("pk"))))
+@dataclass(frozen=True)
+class Stamp:
+    """Aggregates of one campaign's scores and generations that change with any of them."""
+
+    scores: int
+    simulated: bool
+    figures: tuple[Any, ...]
 
 
-def fingerprint(campaign_pks: Sequence[int], reviewer: str) -> str:
-    """A key that changes whenever anything the figures rest on changes (two queries)."""
-    scores = Score.objects.filter(generation__campaign_id__in=campaign_pks).aggregate(
-        n=Count("pk"), changed=Max("updated_at"), total=Sum("score")
+def stamps(campaign_pks: Sequence[int]) -> dict[int, Stamp]:
+    """Per campaign with generations: its `Stamp` (two queries, grouped by campaign)."""
+    scores: dict[int, dict[str, Any]] = {
+        row["campaign"]: {k: v for k, v in row.items() if k != "campaign"}
+        for row in Score.objects.filter(generation__campaign_id__in=campaign_pks)
+        .values(campaign=F("generation__campaign_id"))
+        .annotate(n=Count("pk"), changed=Max("updated_at"), total=Sum("score"))
+        .order_by()
+    }
+    generations = (
+        Generation.objects.filter(campaign_id__in=campaign_pks)
+        .values("campaign_id")
+        .annotate(
+            n=Count("pk"),
+            finished=Max("finished_at"),
+            succeeded=Count("pk", filter=Q(status=GenerationStatus.SUCCEEDED)),
+            failed=Count("pk", filter=Q(status=GenerationStatus.FAILED)),
+            simulated=Count("pk", filter=Q(simulated=True)),
+        )
+        .order_by()
     )
-    generations = Generation.objects.filter(campaign_id__in=campaign_pks).aggregate(
-        n=Count("pk"),
-        finished=Max("finished_at"),
-        succeeded=Count("pk", filter=Q(status=GenerationStatus.SUCCEEDED)),
-        failed=Count("pk", filter=Q(status=GenerationStatus.FAILED)),
-    )
+    result = {}
+    for row in generations:
+        pk = row["campaign_id"]
+        given = scores.get(pk, {})
+        result[pk] = Stamp(
+            scores=given.get("n", 0),
+            simulated=bool(row["simulated"]),
+            figures=(tuple(sorted(given.items())), tuple(sorted(row.items()))),
+        )
+    return result
+
+
+def fingerprint(found: Mapping[int, Stamp], campaign_pks: Sequence[int], reviewer: str) -> str:
+    """A key that changes whenever anything the figures of these campaigns rest on changes."""
     raw = repr(
-        (sorted(campaign_pks), reviewer, sorted(scores.items()), sorted(generations.items()))
+        (sorted(campaign_pks), reviewer, [(pk, found.get(pk)) for pk in sorted(campaign_pks)])
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def load(campaigns: Sequence[Campaign], *, reviewer: str = "") -> Base:
-    """The cached `Base` of these campaigns, built when the data changed since last time."""
-    infos = campaign_infos(campaigns)
+def load(campaigns: Sequence[Campaign], *, reviewer: str = "", scored_only: bool = False) -> Base:
+    """The cached `Base` of these campaigns, built when the data changed since last time.
+
+    `scored_only` leaves out the campaigns without a score (the overview).
+    """
+    found = stamps([c.pk for c in campaigns])
+    if scored_only:
+        campaigns = [c for c in campaigns if c.pk in found and found[c.pk].scores]
+    infos = campaign_infos(campaigns, simulated={pk for pk, s in found.items() if s.simulated})
     pks = [info.pk for info in infos]
     params_key = hashlib.sha256(repr([(i.slug, i.models, i.params) for i in infos]).encode())
-    key = f"results:{CACHE_VERSION}:{fingerprint(pks, reviewer)}:{params_key.hexdigest()[:16]}"
+    key = (
+        f"results:{CACHE_VERSION}:{fingerprint(found, pks, reviewer)}:{params_key.hexdigest()[:16]}"
+    )
     base = cache.get(key)
     if base is None:
         base = build(infos, reviewer=reviewer)

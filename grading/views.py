@@ -454,7 +454,7 @@ def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
     """Every campaign with scores side by side: the reference study's tables and charts."""
     visible = _results_campaigns(request)
     chosen = request.GET.getlist("campaign")
-    campaigns = [c for c in comparison.with_scores(visible) if not chosen or c.public_id in chosen]
+    campaigns = [c for c in visible if not chosen or c.public_id in chosen]
     return _results_page(request, campaigns, campaign=None)
 
 
@@ -487,7 +487,7 @@ def _results_page(
     admin = is_admin(request.user)
     filters = comparison.Filters.from_query(request.GET, allow_reviewer=admin)
     sort = request.GET.get("sort", "type")
-    base = comparison.load(campaigns, reviewer=filters.reviewer)
+    base = comparison.load(campaigns, reviewer=filters.reviewer, scored_only=campaign is None)
     selection = comparison.select(base, filters, sort=sort)
     figures = charts.charts(selection)
     wanted_csv = request.GET.get("csv")

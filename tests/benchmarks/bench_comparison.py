@@ -28,7 +28,7 @@ cache (REDIS_URL=redis://127.0.0.1:6379/13, flushed first: production's configur
 again with the default file-based cache:
 
   cold         the page with an empty cache: the full `comparison.build`
-  warm         the page again (fingerprint queries + cached `Base` + select + charts + render)
+  warm         the page again (`stamps` queries + cached `Base` + select + charts + render)
   filter       htmx change (HX-Request, HX-Target: results) to ?task_type=MT, ?modality=vision
   reviewer     htmx ?reviewer=reviewer03: first (cold: a build of its own), then warm
   new score    one Score created, then the next page request (the rebuild it causes)
@@ -491,15 +491,13 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
 
     parts: dict[str, float] = {}
     visible = views._results_campaigns(request)
-    parts["campaign list (overview query)"], chosen = timed_ms(
-        lambda: list(comparison.with_scores(visible))
-    )
+    parts["campaign list (overview query)"], chosen = timed_ms(lambda: list(visible))
+    pks = [campaign.pk for campaign in chosen]
     infos = comparison.campaign_infos(chosen)
-    pks = [info.pk for info in infos]
-    parts["fingerprint (2 aggregate queries)"], _ = timed_ms(
-        lambda: comparison.fingerprint(pks, "")
+    parts["stamps (2 aggregate queries)"], _ = timed_ms(lambda: comparison.stamps(pks))
+    parts["load (stamps + cache get)"], base = timed_ms(
+        lambda: comparison.load(chosen, scored_only=True)
     )
-    parts["load (fingerprint + cache get)"], base = timed_ms(lambda: comparison.load(chosen))
     pickled = pickle.dumps(base, pickle.HIGHEST_PROTOCOL)
     parts["unpickle Base"], _ = timed_ms(lambda: pickle.loads(pickled))  # noqa: S301
     filters = comparison.Filters()
