@@ -483,7 +483,12 @@ def parse_scores(data: bytes | BinaryIO) -> ParsedScores:
     put in front of a formula trigger. A file is read as it streams in: only the parsed rows
     are kept, grouped by the answer they score.
     """
-    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    if isinstance(data, bytes):
+        stream: BinaryIO = io.BytesIO(data)
+    elif not data.seekable():  # a pipe: read once, kept whole, as it must be read twice
+        stream = io.BytesIO(data.read())
+    else:
+        stream = data
     check_utf8(stream)
     stream.seek(0)
     # utf-8-sig drops the byte order mark Excel writes, if there is one.

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import datetime
 import hashlib
+import os
 import statistics
+import threading
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -846,3 +848,20 @@ def test_utf8_is_checked_across_read_boundaries(
     truncated = good.encode("utf-8")[: good.encode("utf-8").index("✓".encode()) + 1]
     [problem] = rejected(tmp_path, truncated)
     assert problem.startswith("2: file: not UTF-8 (byte 0xe2 at offset ")
+
+
+def test_import_reads_a_pipe(exported: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "scores.fifo"
+    os.mkfifo(fifo)
+    text = with_cell(exported, "campaign", "elsewhere").encode("utf-8")
+
+    def feed() -> None:
+        with fifo.open("wb") as writer:
+            writer.write(text)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    out = StringIO()
+    call_command("import_scores", str(fifo), stdout=out, stderr=StringIO())
+    thread.join()
+    assert out.getvalue() == "created 1, updated 0, unchanged 1\n"
