@@ -324,6 +324,7 @@ def submit(
             ]
         )
         ReviewUnit.objects.filter(pk=assignment.unit_id).update(submitted=F("submitted") + 1)
+        ReviewSettings.objects.scores_changed([assignment.unit.campaign_id])
     return True
 
 
@@ -348,3 +349,4 @@ def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:
             score.flag_reason = given.get("flag_reason") or ""
             score.flagged = bool(score.flag_reason)
             score.save(update_fields=["score", "comment", "flag_reason", "flagged", "updated_at"])
+        ReviewSettings.objects.scores_changed([assignment.unit.campaign_id])

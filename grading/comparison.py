@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import cache
-from django.db.models import Count, F, Max, Prefetch, Q, Sum
+from django.db.models import Count, Max, Prefetch, Q
 from django.http import QueryDict
 
 from inference.models import (
@@ -41,13 +41,13 @@ from inference.models import (
 )
 
 from . import stats
-from .models import Score
+from .models import ReviewSettings, Score
 
 MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
 
 CACHE_TIMEOUT_S = 24 * 3600
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 SPEED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
@@ -202,22 +202,26 @@ def campaigns_queryset() -> Any:
 
 @dataclass(frozen=True)
 class Stamp:
-    """Aggregates of one campaign's scores and generations that change with any of them."""
+    """What changes with any of one campaign's scores or generations."""
 
-    scores: int
+    scored: bool
     simulated: bool
     figures: tuple[Any, ...]
 
 
 def stamps(campaign_pks: Sequence[int]) -> dict[int, Stamp]:
-    """Per campaign with generations: its `Stamp` (two queries, grouped by campaign)."""
-    scores: dict[int, dict[str, Any]] = {
-        row["campaign"]: {k: v for k, v in row.items() if k != "campaign"}
-        for row in Score.objects.filter(generation__campaign_id__in=campaign_pks)
-        .values(campaign=F("generation__campaign_id"))
-        .annotate(n=Count("pk"), changed=Max("updated_at"), total=Sum("score"))
-        .order_by()
-    }
+    """Per campaign with generations: its `Stamp` (two queries, grouped by campaign).
+
+    Scores are stamped by `ReviewSettings.scores_version`, which every writer of scores bumps
+    (`assignment.submit` and `edit`, `import_scores`): reading it costs nothing however many
+    scores there are, where aggregating the scores themselves took 150 ms at 300,000.
+    Generations are aggregated: they change while a run goes on, and there are fewer of them.
+    """
+    versions = dict(
+        ReviewSettings.objects.filter(campaign_id__in=campaign_pks).values_list(
+            "campaign_id", "scores_version"
+        )
+    )
     generations = (
         Generation.objects.filter(campaign_id__in=campaign_pks)
         .values("campaign_id")
@@ -233,11 +237,11 @@ def stamps(campaign_pks: Sequence[int]) -> dict[int, Stamp]:
     result = {}
     for row in generations:
         pk = row["campaign_id"]
-        given = scores.get(pk, {})
+        version = versions.get(pk, 0)
         result[pk] = Stamp(
-            scores=given.get("n", 0),
+            scored=version > 0,
             simulated=bool(row["simulated"]),
-            figures=(tuple(sorted(given.items())), tuple(sorted(row.items()))),
+            figures=(version, tuple(sorted(row.items()))),
         )
     return result
 
@@ -257,7 +261,7 @@ def load(campaigns: Sequence[Campaign], *, reviewer: str = "", scored_only: bool
     """
     found = stamps([c.pk for c in campaigns])
     if scored_only:
-        campaigns = [c for c in campaigns if c.pk in found and found[c.pk].scores]
+        campaigns = [c for c in campaigns if c.pk in found and found[c.pk].scored]
     infos = campaign_infos(campaigns, simulated={pk for pk, s in found.items() if s.simulated})
     pks = [info.pk for info in infos]
     params_key = hashlib.sha256(repr([(i.slug, i.models, i.params) for i in infos]).encode())

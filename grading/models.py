@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -113,6 +115,14 @@ class IdentityLeakPolicy(models.TextChoices):
     HOLD = "hold", _("hold the output for an admin")
 
 
+class ReviewSettingsQuerySet(models.QuerySet["ReviewSettings"]):
+    def scores_changed(self, campaign_ids: Iterable[int]) -> int:
+        """Record that these campaigns' scores changed (call it where scores are written)."""
+        return self.filter(campaign_id__in=list(campaign_ids)).update(
+            scores_version=models.F("scores_version") + 1
+        )
+
+
 class ReviewSettings(models.Model):
     """How a campaign's outputs are reviewed."""
 
@@ -125,6 +135,14 @@ class ReviewSettings(models.Model):
     identity_leaks = models.CharField(
         max_length=8, choices=IdentityLeakPolicy.choices, default=IdentityLeakPolicy.MASK
     )
+    scores_version = models.PositiveBigIntegerField(
+        default=0,
+        editable=False,
+        help_text=_(
+            "Goes up whenever a score of this campaign is written; the results pages' cache "
+            "keys on it."
+        ),
+    )
     results_open = models.BooleanField(
         default=False,
         help_text=_("Reviewers may read this campaign's comparison; it then takes no more scores."),
@@ -135,6 +153,8 @@ class ReviewSettings(models.Model):
         related_name="+",
         help_text=_("Leave empty to let every reviewer work on this campaign."),
     )
+
+    objects = ReviewSettingsQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "review settings"

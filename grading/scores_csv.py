@@ -919,4 +919,6 @@ def load_scores(data: bytes | BinaryIO, *, source: str = "file") -> ScoreImportR
         loader.load()
         if loader.problems:
             raise ScoreImportError([problem for _, problem in sorted(loader.problems)])
+        if report.created or report.updated:
+            ReviewSettings.objects.scores_changed(c.pk for c in loader.campaigns.values())
     return report

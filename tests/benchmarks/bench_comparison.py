@@ -306,6 +306,8 @@ def build(target_scores: int) -> dict[str, Any]:
             [rubric.pk],
         )
         scores = cursor.rowcount
+    # Written behind the review queue's back: stamp the change as its writers do.
+    ReviewSettings.objects.scores_changed(Campaign.objects.values_list("pk", flat=True))
     phases["scores"] = time.perf_counter() - mark
     mark = time.perf_counter()
     with connection.cursor() as cursor:
@@ -409,7 +411,7 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
     from django.utils import timezone
 
     from grading import charts, comparison
-    from grading.models import Rubric, Score
+    from grading.models import ReviewSettings, Rubric, Score
     from inference.models import Campaign, Generation, GenerationStatus
 
     cache.clear()
@@ -469,6 +471,8 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
             generation_id=generation_id, reviewer=reviewer, score=7, position=0,
             rubric=rubric, scored_at=timezone.now(),
         )  # fmt: skip
+        campaign_id = Generation.objects.get(pk=generation_id).campaign_id
+        ReviewSettings.objects.scores_changed([campaign_id])
         record.timed("after a new score (rebuild)", lambda: client.get(overview))
         record.timed("after a new score, next request", lambda: client.get(overview))
 

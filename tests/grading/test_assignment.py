@@ -309,3 +309,20 @@ class TestResultsOpen:
         with pytest.raises(queue.ScoreError, match="results are open"):
             queue.edit(held, full_scores(held, 9))
         assert set(Score.objects.values_list("score", flat=True)) == {3}
+
+
+@pytest.mark.django_db
+def test_submitting_and_editing_scores_bump_the_campaigns_scores_version() -> None:
+    """The results pages' cache keys on this version: every write of scores must move it."""
+    campaign = make_campaign(items=1)
+    alice = make_reviewer("alice")
+
+    def version() -> int:
+        return ReviewSettings.objects.get(campaign=campaign).scores_version
+
+    held = queue.next_assignment(alice)
+    assert held is not None and version() == 0
+    queue.submit(held, full_scores(held, 4))
+    assert version() == 1
+    queue.edit(held, full_scores(held, 6))
+    assert version() == 2
