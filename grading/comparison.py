@@ -152,7 +152,6 @@ class Base:
     matchups: list[Matchup]
     agreement: dict[tuple[str, str], stats.Agreement]
     """Per (campaign slug, task type code)."""
-    campaign_agreement: dict[str, stats.Agreement]
     severity: dict[str, stats.Severity]
     speed: dict[tuple[str, str], stats.SpeedSample]
     """Per (task type code, model slug)."""
@@ -365,10 +364,6 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
             matchups.append(Matchup(info.slug, first, other, differences))
 
     agreement = {key: stats.agreement(values) for key, values in ratings.items()}
-    campaign_ratings: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-    for (campaign, _code), given in ratings.items():
-        campaign_ratings[campaign].extend(given)
-    campaign_agreement = {c: stats.agreement(given) for c, given in campaign_ratings.items()}
     severity = stats.severity(r for given in ratings.values() for r in given)
 
     coverage = {
@@ -390,7 +385,6 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         cells=cells,
         matchups=matchups,
         agreement=agreement,
-        campaign_agreement=campaign_agreement,
         severity=severity,
         speed={key: stats.speed_sample(rows) for key, rows in speed_rows.items()},
         coverage=coverage,
