@@ -18,44 +18,40 @@ never over individual scores. Items given with no scores are left out (they have
 not a finite number, is a ValueError. `overall` is the unweighted mean over task types of their
 means (the seed's "average"): every task type counts once, whatever its number of items.
 
-The 95% confidence interval is a BCa (bias-corrected and accelerated) bootstrap over items
-(Efron & Tibshirani 1993, §14.3 and eq. 15.36): `RESAMPLES` resamples of the item means with
-replacement, each of the same size, the bounds being linearly interpolated percentiles of the
-resampled means at levels shifted by the bias correction z0 (from the share of resampled means
-below the observed mean, ties counting half) and the acceleration a (from the jackknife
-leave-one-out means). `bootstrap_mean_ci` does the work; it draws
-`rng.integers(0, n, (resamples, n))` exactly as `scipy.stats.bootstrap` does and gives the same
-interval for the same seed (a test checks it), in about half of scipy's time, which matters
-when a page summarises a few hundred cells. Special cases: one item gives (v, v); items whose
-means are all equal give (v, v); where the BCa levels are undefined (z0 infinite, which needs
-every resampled mean on one side of the observed one) the plain percentile levels are used.
+The 95% confidence interval is Hesterberg's expanded percentile bootstrap over items
+(`expanded_confidence`): `RESAMPLES` resamples of the item means with replacement, each of the
+same size, the bounds being linearly interpolated percentiles of the resampled means — taken at
+a level widened for the number of items (98.3% at 10 items, 96.9% at 20, 96.0% at 40), because
+a plain percentile interval is too narrow on few values. `bootstrap_mean_ci` does the work; it
+draws `rng.integers(0, n, (resamples, n))` exactly as `scipy.stats.bootstrap` does and gives
+the same interval for the same seed and level (a test checks it), in about half of scipy's
+time, which matters when a page summarises a few hundred cells. Special cases: one item gives
+(v, v); items whose means are all equal give (v, v).
 
-BCa was chosen by measurement (`python tests/benchmarks/bench_stats.py` prints the table): for
-1,000 simulated studies per cell, with 1–3 integer scores 0–10 per item from six distributions
-(clipped normals at 2, 5 and 8, a 0/10 bimodal one, two beta-binomials), BCa's coverage was the
-closest of scipy's three methods (percentile, basic, BCa) to 95% on average at every size. It
-is still short of it: with 20 or 40 items it covers 91–96% (93–97% for four of the six
-distributions; the ceiling-bound normal and the skewed beta-binomial come out near 92%), with
-10 items 91–93% (96% for the bimodal one), with 5 items 82–86%. Every bootstrap interval
-undercovers on so few items, so the CIs of small cells are too narrow; Student's t interval,
-measured alongside as a reference, came closer to 95%.
+The method was chosen by measurement (`python tests/benchmarks/bench_stats.py` prints the
+table): 1,000 simulated studies per cell, with 1–3 integer scores 0–10 per item from six
+distributions (clipped normals at 2, 5 and 8, a 0/10 bimodal one, two beta-binomials). Plain
+percentile, basic and BCa intervals all undercover (BCa, the best of them: 91–93% at 10 items,
+91–96% at 20); the expanded percentile interval covers 93–97% at 10 and 40 items for all six
+distributions and at 20 items for five (the skewed beta-binomial(6, 1): about 92%). At 5 items
+every bootstrap interval is too narrow (83–91%); the pages warn about cells under 5 items.
 
 Differences (`paired_difference`, `holm`, `holm_adjust`)
 -------------------------------------------------------
 Two models are compared on the items both have scores for (`shared`). `diff` is the mean over
-shared items of (item mean of A − item mean of B); its CI is the same BCa bootstrap, over
-shared items, of those paired differences. `p_value` is the two-sided Wilcoxon signed-rank test
-of the paired differences (`scipy.stats.wilcoxon`, zero_method="wilcox": items with a zero
-difference are dropped, as in Wilcoxon's original test). The exact null distribution is used
-when there are at most 50 differences and no ties or zeros among them (scipy's "exact"); with
-ties or zeros and at most 16 non-zero differences, the exact distribution of the tied ranks
+shared items of (item mean of A − item mean of B); its CI is the same expanded percentile
+bootstrap, over shared items, of those paired differences. `p_value` is the two-sided Wilcoxon
+signed-rank test of the paired differences (`scipy.stats.wilcoxon`, zero_method="wilcox": items
+with a zero difference are dropped, as in Wilcoxon's original test). The exact null distribution
+is used when there are at most 50 differences and no ties or zeros among them (scipy's "exact");
+with ties or zeros and at most 16 non-zero differences, the exact distribution of the tied ranks
 over all 2^n sign flips (`_signed_rank_exact`: what scipy's "auto" computes as a permutation
-test, at about 1/400 of the cost — scipy took 0.2–0.7 s per call, seconds per page); beyond
-that the normal approximation with the tie correction and the continuity correction, as R's
-`wilcox.test` does. Fewer than 2 shared items: `p_value` is None
-(there is no test). All differences zero: `p_value` is 1.0 rather than None — the data are
-exactly what "no difference" predicts, and keeping the p-value lets it count in Holm's m, which
-keeps the correction conservative. No shared item at all: `paired_difference` returns None.
+test, at about 1/400 of the cost — scipy took 0.2–0.7 s per call, seconds per page); beyond that
+the normal approximation with the tie correction and the continuity correction, as R's
+`wilcox.test` does. Fewer than 2 shared items: `p_value` is None (there is no test). All
+differences zero: `p_value` is 1.0 rather than None — the data are exactly what "no difference"
+predicts, and keeping the p-value lets it count in Holm's m, which keeps the correction
+conservative. No shared item at all: `paired_difference` returns None.
 
 `holm` is the Holm–Bonferroni step-down adjustment: sort the m p-values ascending, multiply the
 k-th smallest (k from 1) by m − k + 1, take the running maximum so the adjusted values keep the
@@ -234,15 +230,35 @@ def _item_means(item_scores: Mapping[K, Sequence[float]]) -> dict[K, float]:
     return means
 
 
+def expanded_confidence(n: int, confidence: float = CONFIDENCE) -> float:
+    """The percentile level that widens a bootstrap interval of n values for its small size.
+
+    Hesterberg's expanded percentile interval (The American Statistician 69(4), 2015, §4.3):
+    a percentile interval is too narrow by about sqrt((n − 1) / n) and by using normal rather
+    than t quantiles, so its tail level is taken as Φ(−sqrt(n / (n − 1)) · t(1 − α/2, n − 1)).
+    For a 95% interval that is 98.3% at n = 10, 96.9% at 20 and 96.0% at 40.
+    """
+    if n < 2:
+        return confidence
+    t = stats.t.ppf(1 - (1 - confidence) / 2, n - 1)
+    return float(1 - 2 * stats.norm.cdf(-math.sqrt(n / (n - 1)) * t))
+
+
 def _interval(values: FloatArray, seed: int, resamples: int) -> tuple[float, float]:
-    low, high = bootstrap_mean_ci(values, seed=seed, resamples=resamples)
+    low, high = bootstrap_mean_ci(
+        values,
+        method="percentile",
+        confidence=expanded_confidence(values.size),
+        seed=seed,
+        resamples=resamples,
+    )
     return float(low), float(high)
 
 
 def summarise(
     item_scores: Mapping[K, Sequence[float]], *, seed: int = SEED, resamples: int = RESAMPLES
 ) -> Summary:
-    """Mean over items of each item's mean score, with a BCa bootstrap CI over items.
+    """Mean over items of each item's mean score, with a bootstrap CI over items.
 
     See the module docstring for every figure. Raises ValueError without a scored item.
     """
@@ -295,7 +311,7 @@ def paired_difference(
     seed: int = SEED,
     resamples: int = RESAMPLES,
 ) -> Difference | None:
-    """A − B over shared items: mean paired difference, BCa CI, Wilcoxon signed-rank p-value.
+    """A − B over shared items: mean paired difference, bootstrap CI, Wilcoxon signed-rank p-value.
 
     None when no item was scored for both. See the module docstring for the special cases.
     """
