@@ -103,11 +103,17 @@ def write_csv(
     Rows are formatted by `format_cell` one at a time, so memory stays constant however many
     there are. `stream` must be opened with `newline=""` (see the module docstring).
     """
-    lines = 0
-    for text in csv_lines(header, rows, bom=bom):
-        stream.write(text)
-        lines += 1
-    return lines - 1 - int(bom)  # every line but the header (and the byte order mark)
+    # The same text as `csv_lines` (the export page's tests compare the two), written straight to
+    # the stream: the generator's extra call per row cost about a tenth of a long export.
+    if bom:
+        stream.write(BOM)
+    writer = csv.writer(stream)
+    writer.writerow(header)
+    count = 0
+    for row in rows:
+        writer.writerow([format_cell(value) for value in row])
+        count += 1
+    return count
 
 
 class _LastLine:
