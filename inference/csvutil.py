@@ -19,11 +19,11 @@ import io
 import math
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from django.core.management.base import OutputWrapper
 
@@ -78,6 +78,11 @@ def format_cell(value: object) -> str:
     written plainly; floats and decimals by `format_number`; dates and datetimes in ISO 8601 (with
     the offset when the datetime is aware); anything else as its text, neutralised.
     """
+    # The common exact types first, by one dictionary lookup: a million-row export formats
+    # twenty-odd million cells, and the isinstance chain below was most of its cost.
+    exact = _BY_TYPE.get(type(value))
+    if exact is not None:
+        return exact(value)
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -89,6 +94,19 @@ def format_cell(value: object) -> str:
     if isinstance(value, datetime.date):  # datetime.datetime included
         return value.isoformat()
     return neutralise(str(value))
+
+
+def _format_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+_BY_TYPE: dict[type, Callable[[Any], str]] = {
+    str: neutralise,
+    int: str,
+    bool: _format_bool,
+    float: format_number,
+    datetime.datetime: datetime.datetime.isoformat,
+}
 
 
 def write_csv(
