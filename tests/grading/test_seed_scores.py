@@ -83,6 +83,13 @@ def test_csv_is_what_the_generator_writes(tmp_path: Path) -> None:
     assert output.read_bytes() == CSV_PATH.read_bytes()
 
 
+def test_generator_writes_the_columns_of_the_scores_csv() -> None:
+    """The generator keeps its own copy of the columns (it needs only the standard library)."""
+    from grading.scores_csv import COLUMNS
+
+    assert generator().COLUMNS == COLUMNS
+
+
 def test_published_tables_use_the_studys_models_and_task_types() -> None:
     study = json.loads((REPO / "fixtures" / "study.json").read_text(encoding="utf-8"))
     campaigns = {campaign["matchup"]: campaign for campaign in study["campaigns"]}
