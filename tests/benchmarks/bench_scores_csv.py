@@ -1,7 +1,8 @@
 """Benchmark: `export_scores` of 1,000,000 scores on PostgreSQL, and `import_scores` of that file.
 
-Target (issue): export over 50,000 rows/s with flat memory; import 10x the row-by-row import
-(616 rows/s, 2.6 queries per row), ideally over 10,000 rows/s.
+Target (issue): export over 50,000 rows/s with flat memory. The issue sets no import target;
+this benchmark compares it with the row-by-row import it replaced (616 rows/s, 2.6 queries per
+row) and with 10,000 rows/s, the goal the bulk import was written for.
 
 The data (throwaway PostgreSQL database on 127.0.0.1:5432, built in a child process): one suite
 of 50,000 text items (task types cycling over the 18 text codes), 2 endpoints, two finished
@@ -361,7 +362,8 @@ def main() -> None:
         if estimate <= args.import_budget:
             a = do_import("import all", full, total, env, work)
             verdict = "meets" if total / a["wall_s"] > 10_000 else "misses"
-            print(f"target: import {total / a['wall_s']:,.0f} rows/s {verdict} 10,000 rows/s")
+            rate = total / a["wall_s"]
+            print(f"import goal (not the issue's): {rate:,.0f} rows/s {verdict} 10,000 rows/s")
         else:
             print(
                 f"import all: skipped; at the prefix's rate {total:,} rows would take about "
