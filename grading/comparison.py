@@ -42,6 +42,7 @@ from inference.models import (
 
 from . import stats
 from .models import ReviewSettings, Score
+from .scores_csv import IMPORTED_SUITE_PREFIX
 
 MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
@@ -177,7 +178,7 @@ def campaign_infos(
                 matchup=campaign.matchup,
                 models=tuple(m.endpoint.slug for m in members),
                 simulated=campaign.pk in simulated,
-                imported=campaign.suite.name.startswith("imported-"),
+                imported=campaign.suite.name.startswith(IMPORTED_SUITE_PREFIX),
                 params={m.endpoint.slug: m.effective_params() for m in members},
             )
         )
