@@ -40,14 +40,28 @@ def reservation_s() -> int:
     return int(settings.REVIEW_RESERVATION_S)
 
 
+def _allowed(reviewer: Any) -> Any:
+    """Campaigns open to this reviewer (to all, or naming them) whose grading has not ended."""
+    return Campaign.objects.filter(
+        Q(review__reviewers__isnull=True) | Q(review__reviewers=reviewer)
+    ).exclude(review__grading_ended_at__isnull=False)
+
+
 def campaigns_for(reviewer: Any) -> list[int]:
     """Launched campaigns this reviewer may work on (open to all, or naming them)."""
-    launched = (
-        Campaign.objects.filter(status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED])
-        .filter(Q(review__reviewers__isnull=True) | Q(review__reviewers=reviewer))
-        .exclude(review__results_open=True)
+    launched = _allowed(reviewer).filter(
+        status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED]
     )
     return list(launched.values_list("pk", flat=True).distinct())
+
+
+def still_gradable(reviewer: Any) -> Any:
+    """Campaigns this reviewer can grade now or later: launched ones, and drafts that will be.
+
+    A reviewer never reads results about a model of one of these (DESIGN §6): what they read
+    could sway the scores they still give, or the ones they can still edit.
+    """
+    return _allowed(reviewer).exclude(status=CampaignStatus.CANCELLED)
 
 
 def sync_units(campaign: Campaign) -> int:
@@ -144,9 +158,18 @@ def release_expired() -> int:
     return len(expired)
 
 
-def close_review(campaign: Campaign) -> int:
-    """Stop a campaign taking scores (its results are open): drop its unfinished reservations."""
+def end_grading(campaign: Campaign) -> int:
+    """Stop a campaign taking scores for good (its results are being opened to reviewers):
+    record when, and drop its unfinished reservations. Returns how many were dropped.
+
+    Ending is permanent: hiding the results again leaves grading ended, since reviewers may
+    already have read which model wrote what.
+    """
     with transaction.atomic():
+        ReviewSettings.objects.get_or_create(campaign=campaign)
+        ReviewSettings.objects.filter(campaign=campaign, grading_ended_at__isnull=True).update(
+            grading_ended_at=timezone.now()
+        )
         reserved = Assignment.objects.filter(
             unit__campaign=campaign, status=AssignmentStatus.RESERVED
         )
@@ -157,9 +180,23 @@ def close_review(campaign: Campaign) -> int:
     return sum(units.values())
 
 
+def open_results(campaign: Campaign) -> int:
+    """Let reviewers read a campaign's results, which ends its grading for good (`end_grading`).
+    Returns how many unfinished reservations were dropped."""
+    with transaction.atomic():
+        dropped = end_grading(campaign)
+        ReviewSettings.objects.filter(campaign=campaign).update(results_open=True)
+    return dropped
+
+
+def hide_results(campaign: Campaign) -> None:
+    """Hide a campaign's results from reviewers again; its grading stays ended."""
+    ReviewSettings.objects.filter(campaign=campaign).update(results_open=False)
+
+
 def _review_closed(assignment: Assignment) -> bool:
     return ReviewSettings.objects.filter(
-        campaign__review_units=assignment.unit_id, results_open=True
+        campaign__review_units=assignment.unit_id, grading_ended_at__isnull=False
     ).exists()
 
 
@@ -254,7 +291,10 @@ def skip(assignment: Assignment) -> None:
             ReviewUnit.objects.filter(pk=assignment.unit_id).update(holders=F("holders") - 1)
 
 
-RESULTS_OPEN = "this campaign's results are open, so it takes no more scores"
+GRADING_ENDED = (
+    "grading of this campaign has ended (its results were opened to reviewers), so it takes no "
+    "more scores"
+)
 
 
 class ScoreError(ValueError):
@@ -284,7 +324,7 @@ def submit(
     from .models import FlagReason, Rubric, Score
 
     if _review_closed(assignment):
-        raise ScoreError(RESULTS_OPEN)
+        raise ScoreError(GRADING_ENDED)
     missing = [pid for pid in assignment.order if pid not in scores]
     if missing:
         raise ScoreError(f"score every answer ({len(missing)} left)")
@@ -333,7 +373,7 @@ def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:
     from .models import FlagReason, Score
 
     if _review_closed(assignment):
-        raise ScoreError(RESULTS_OPEN)
+        raise ScoreError(GRADING_ENDED)
     parsed = {pid: parse_score(values.get("score")) for pid, values in scores.items()}
     for values in scores.values():
         reason = values.get("flag_reason") or ""

@@ -15,6 +15,15 @@ Two layers, so that a filter change costs little:
 Matchups: each campaign compares its first model (in campaign order) with each of the others,
 so a two-model campaign is one matchup, as in the reference study. Differences are "A − B"
 over the items both models answered (`stats.paired_difference`).
+
+Scope (DESIGN §7). A matchup table — both means, items, CIs, the difference and its test — is
+computed from its own campaign's scores only, on every page: `Base.campaign_cells` holds one
+cell per (campaign, task type, model). What pools is deliberate and said on the page: the model
+table and the charts show one figure per model, and where several campaigns in view have that
+model, its items are pooled over them (`Base.cells`, keyed by task type and model; the pooled
+unit is a (campaign, item), so the same prompt answered in two campaigns counts twice). Which
+campaigns each model pools is `Base.pooled_over`; `pooling_notes` names them, with the settings
+that differ between them. On a campaign's own page nothing pools.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
 
 CACHE_TIMEOUT_S = 24 * 3600
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 SPEED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
@@ -131,7 +140,7 @@ class Matchup:
     a: str
     b: str
     differences: dict[str, stats.Difference | None]
-    """Per task type code, before Holm correction."""
+    """Per task type code, before Holm correction; from this campaign's scores only."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,11 @@ class Base:
     task_types: list[TaskTypeInfo]
     models: list[ModelInfo]
     cells: dict[tuple[str, str], Cell]
+    """Per (task type code, model slug), pooled over the campaigns in view (`pooled_over`)."""
+    campaign_cells: dict[tuple[str, str, str], Cell]
+    """Per (campaign slug, task type code, model slug): that campaign's scores only."""
+    pooled_over: dict[str, tuple[str, ...]]
+    """Per model slug: the campaigns in view whose scores of that model the pooled cells hold."""
     matchups: list[Matchup]
     agreement: dict[tuple[str, str], stats.Agreement]
     """Per (campaign slug, task type code)."""
@@ -291,6 +305,7 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
     scores_per_output: Counter[int] = Counter()
     n_scores = 0
     reviewer_names: set[str] = set()
+    present: set[tuple[str, str]] = set()  # (campaign, model) with a score or a timed answer
     for campaign_pk, type_pk, model, item, generation, username, value in scores.values_list(
         "generation__campaign_id",
         "generation__item__task_type_id",
@@ -304,6 +319,7 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         item_scores[campaign, code, model].setdefault(item, []).append(value)
         ratings[campaign, code].append((username, generation, value))
         scores_per_output[generation] += 1
+        present.add((campaign, model))
         reviewer_names.add(username)
         n_scores += 1
 
@@ -329,26 +345,36 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
     ):
         pk, campaign_pk, type_pk, model, status, ttft, decode, e2e, response, tokens, finish = row
         code = type_code[type_pk]
+        present.add((slug_of[campaign_pk], model))
         speed_rows[code, model].append(
             stats.SpeedRow(status, ttft, decode, e2e, response, tokens, finish)
         )
         if status == GenerationStatus.SUCCEEDED:
             outputs[slug_of[campaign_pk], code].append(pk)
 
-    # Cells pool a model's items over every campaign in view.
-    pooled: dict[tuple[str, str], dict[tuple[str, int], list[int]]] = defaultdict(dict)
-    for (campaign, code, model), items in item_scores.items():
-        for item, values in items.items():
-            pooled[code, model][campaign, item] = values
+    campaign_cells = {key: _cell(items) for key, items in item_scores.items()}
+    # The model table and the charts pool a model's items over the campaigns in view that have
+    # it, a (campaign, item) being one unit. A model scored in one campaign only pools nothing:
+    # its pooled cell is its campaign cell.
+    by_type_model: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for campaign, code, model in item_scores:
+        by_type_model[code, model].append(campaign)
     cells = {}
-    for key, pooled_items in pooled.items():
-        summary = stats.summarise(pooled_items)
-        means = sorted(sum(v) / len(v) for v in pooled_items.values())
-        cells[key] = Cell(
-            summary=summary,
-            histogram=tuple(stats.histogram(v for vs in pooled_items.values() for v in vs)),
-            item_means=np.array(means, dtype=np.float64),
-        )
+    for (code, model), campaigns in by_type_model.items():
+        if len(campaigns) == 1:
+            cells[code, model] = campaign_cells[campaigns[0], code, model]
+            continue
+        pooled = {
+            (campaign, item): values
+            for campaign in campaigns
+            for item, values in item_scores[campaign, code, model].items()
+        }
+        cells[code, model] = _cell(pooled)
+    pooled_over: dict[str, tuple[str, ...]] = {}
+    for info in infos:
+        for model in info.models:
+            if (info.slug, model) in present:
+                pooled_over[model] = (*pooled_over.get(model, ()), info.slug)
 
     matchups = []
     for info in infos:
@@ -384,6 +410,8 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         ],
         models=[ModelInfo(slug, names.get(slug, slug)) for slug in models_in_order],
         cells=cells,
+        campaign_cells=campaign_cells,
+        pooled_over=pooled_over,
         matchups=matchups,
         agreement=agreement,
         severity=severity,
@@ -391,6 +419,16 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         coverage=coverage,
         reviewers=sorted(reviewer_names),
         scores=n_scores,
+    )
+
+
+def _cell(item_scores: Mapping[Any, list[int]]) -> Cell:
+    """The summary of one cell's items, with what charts need to pool it further."""
+    means = sorted(sum(v) / len(v) for v in item_scores.values())
+    return Cell(
+        summary=stats.summarise(item_scores),
+        histogram=tuple(stats.histogram(v for vs in item_scores.values() for v in vs)),
+        item_means=np.array(means, dtype=np.float64),
     )
 
 
@@ -423,6 +461,16 @@ class MatchupTable:
 
 
 @dataclass(frozen=True)
+class PoolingNote:
+    """A model whose figures pool several campaigns in view, and the settings that differ."""
+
+    model: ModelInfo
+    campaigns: tuple[CampaignInfo, ...]
+    differing: list[str]
+    """One line per sampling setting that differs between those campaigns for this model."""
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     model: ModelInfo
     over_types: float | None
@@ -451,6 +499,8 @@ class Selection:
     """Per campaign slug, pooled over the task types shown."""
     few_items: list[tuple[TaskTypeInfo, ModelInfo, int]]
     fairness: list[str] = field(default_factory=list)
+    pooling: list[PoolingNote] = field(default_factory=list)
+    """Models whose row in the model table and whose chart figures pool several campaigns."""
 
     @property
     def simulated(self) -> bool:
@@ -487,8 +537,8 @@ def select(base: Base, filters: Filters, *, sort: str = "type") -> Selection:
         corrected = stats.holm_adjust({c: matchup.differences.get(c) for c in codes})
         rows = []
         for t in task_types:
-            a = cells.get((t.code, matchup.a))
-            b = cells.get((t.code, matchup.b))
+            a = base.campaign_cells.get((matchup.campaign, t.code, matchup.a))
+            b = base.campaign_cells.get((matchup.campaign, t.code, matchup.b))
             if a is None and b is None:
                 continue
             difference = corrected.get(t.code)
@@ -558,6 +608,7 @@ def select(base: Base, filters: Filters, *, sort: str = "type") -> Selection:
         if cell.summary.items < MIN_ITEMS
     ]
     overview_fairness = fairness_across(base.campaigns) if len(base.campaigns) > 1 else []
+    shown = {m.slug for m in base.models if any((c, m.slug) in cells for c in codes)}
     return Selection(
         base=base,
         filters=filters,
@@ -570,6 +621,7 @@ def select(base: Base, filters: Filters, *, sort: str = "type") -> Selection:
         coverage=coverage,
         few_items=few_items,
         fairness=overview_fairness,
+        pooling=[n for n in pooling_notes(base) if n.model.slug in shown],
     )
 
 
@@ -611,6 +663,31 @@ def fairness_notes(campaign: CampaignInfo, models: Iterable[str]) -> list[str]:
         values = {m: campaign.params[m].get(key) for m in chosen}
         if len({repr(v) for v in values.values()}) > 1:
             notes.append(f"{key}: " + ", ".join(f"{m}={v}" for m, v in values.items()))
+    return notes
+
+
+def pooling_notes(base: Base) -> list[PoolingNote]:
+    """Each model whose pooled figures span more than one campaign in view (DESIGN §7)."""
+    by_slug = {c.slug: c for c in base.campaigns}
+    notes = []
+    for model in base.models:
+        slugs = base.pooled_over.get(model.slug, ())
+        if len(slugs) < 2:
+            continue
+        campaigns = tuple(by_slug[slug] for slug in slugs)
+        settings: dict[str, dict[str, Any]] = defaultdict(dict)
+        for campaign in campaigns:
+            for key, value in campaign.params.get(model.slug, {}).items():
+                settings[key][campaign.slug] = value
+        for campaign in campaigns:
+            for key in settings:
+                settings[key].setdefault(campaign.slug, None)
+        differing = [
+            f"{key}: " + ", ".join(f"{c}={v}" for c, v in values.items())
+            for key, values in sorted(settings.items())
+            if len({repr(v) for v in values.values()}) > 1
+        ]
+        notes.append(PoolingNote(model, campaigns, differing))
     return notes
 
 

@@ -147,6 +147,15 @@ class ReviewSettings(models.Model):
         default=False,
         help_text=_("Reviewers may read this campaign's comparison; it then takes no more scores."),
     )
+    grading_ended_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "When this campaign stopped taking scores because its results were opened to "
+            "reviewers. Permanent: hiding the results again does not re-open grading."
+        ),
+    )
     reviewers = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -161,6 +170,10 @@ class ReviewSettings(models.Model):
 
     def __str__(self) -> str:
         return f"review of {self.campaign.slug}"
+
+    @property
+    def grading_ended(self) -> bool:
+        return self.grading_ended_at is not None
 
 
 class ReviewUnit(models.Model):

@@ -33,6 +33,7 @@ from inference.access import HtmxHttpRequest
 from inference.csvutil import csv_lines
 from inference.models import (
     Campaign,
+    CampaignModel,
     Generation,
     Modality,
     ModelEndpoint,
@@ -440,13 +441,31 @@ def export_download(request: HttpRequest, public_id: str) -> FileResponse:
 
 
 def _results_campaigns(request: HttpRequest) -> QuerySet[Campaign]:
-    """Campaigns whose results the viewer may read: all for admins, opened ones for reviewers."""
+    """Campaigns whose results the viewer may read: all for admins; for reviewers, opened ones
+    none of whose models they can still grade in another campaign (`_opened_but_withheld`)."""
     campaigns = comparison.campaigns_queryset()
     if is_admin(request.user):
         return campaigns
     if is_reviewer(request.user):
-        return campaigns.filter(review__results_open=True)
+        return campaigns.filter(review__results_open=True).exclude(
+            pk__in=_opened_but_withheld(request).values("pk")
+        )
     raise PermissionDenied
+
+
+def _opened_but_withheld(request: HttpRequest) -> QuerySet[Campaign]:
+    """Opened campaigns that share a model with a campaign this reviewer can still grade.
+
+    Reading them would tell the reviewer how those models fare while they still score (or can
+    still edit scores of) the same models blind; they open to the reviewer when that grading
+    ends (DESIGN §6).
+    """
+    gradable = CampaignModel.objects.filter(
+        campaign__in=assignment.still_gradable(request.user)
+    ).values("endpoint_id")
+    return Campaign.objects.filter(
+        review__results_open=True, members__endpoint_id__in=gradable
+    ).distinct()
 
 
 @require_GET
@@ -455,34 +474,42 @@ def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
     visible = _results_campaigns(request)
     chosen = request.GET.getlist("campaign")
     campaigns = [c for c in visible if not chosen or c.public_id in chosen]
-    return _results_page(request, campaigns, campaign=None)
+    withheld = 0 if is_admin(request.user) else _opened_but_withheld(request).count()
+    return _results_page(request, campaigns, campaign=None, withheld=withheld)
 
 
 @require_http_methods(["GET", "POST"])
 def campaign_results(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
     """One campaign's comparison; admins open it to reviewers (POST) once scoring is over."""
+    reviewer_only = is_reviewer(request.user) and not is_admin(request.user)
+    if reviewer_only and _opened_but_withheld(request).filter(public_id=public_id).exists():
+        return render(request, "grading/results_withheld.html", status=403)
     campaign = get_object_or_404(_results_campaigns(request), public_id=public_id)
     if request.method == "POST":
         if not is_admin(request.user):
             raise PermissionDenied
-        opened = "open" in request.POST
-        ReviewSettings.objects.update_or_create(
-            campaign=campaign, defaults={"results_open": opened}
-        )
-        if opened:
-            assignment.close_review(campaign)
+        if "open" in request.POST:
+            assignment.open_results(campaign)
             messages.success(
                 request,
                 _("Reviewers can now read these results; the campaign takes no more scores."),
             )
         else:
-            messages.success(request, _("Results are hidden from reviewers again."))
+            assignment.hide_results(campaign)
+            messages.success(
+                request,
+                _("Results are hidden from reviewers again; grading stays ended."),
+            )
         return redirect("campaign-results", public_id=campaign.public_id)
     return _results_page(request, [campaign], campaign=campaign)
 
 
 def _results_page(
-    request: HtmxHttpRequest, campaigns: list[Campaign], *, campaign: Campaign | None
+    request: HtmxHttpRequest,
+    campaigns: list[Campaign],
+    *,
+    campaign: Campaign | None,
+    withheld: int = 0,
 ) -> HttpResponseBase:
     admin = is_admin(request.user)
     filters = comparison.Filters.from_query(request.GET, allow_reviewer=admin)
@@ -495,10 +522,8 @@ def _results_page(
         return _chart_csv(figures, selection, wanted_csv, campaign)
     context = {
         "campaign": campaign,
-        "results_open": bool(
-            campaign
-            and ReviewSettings.objects.filter(campaign=campaign, results_open=True).exists()
-        ),
+        "review": ReviewSettings.objects.filter(campaign=campaign).first() if campaign else None,
+        "withheld": withheld,
         "selection": selection,
         "charts": figures,
         "filters": filters,

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 from django import template
 
 register = template.Library()
 
 
+def _number(value: object) -> float | None:
+    """The value as a float, or None for anything that is not a number (a missing figure
+    reaches a filter as None, or as "" when a template looks it up on a missing object)."""
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 @register.filter
-def pvalue(value: float | None) -> str:
+def pvalue(value: object) -> str:
     """A p-value as researchers write it: three decimals, `<0.001` below that, `—` when none."""
+    value = _number(value)
     if value is None:
         return "—"
     if value < 0.001:
@@ -18,8 +29,9 @@ def pvalue(value: float | None) -> str:
 
 
 @register.filter
-def signed(value: float | None, digits: int = 1) -> str:
+def signed(value: object, digits: int = 1) -> str:
     """A difference with its sign (`+1.2`, `−0.4`, `0.0`); `—` when there is none."""
+    value = _number(value)
     if value is None:
         return "—"
     text = f"{value:+.{digits}f}"
@@ -29,15 +41,18 @@ def signed(value: float | None, digits: int = 1) -> str:
 
 
 @register.filter
-def one(value: float | None, digits: int = 1) -> str:
+def one(value: object, digits: int = 1) -> str:
     """A figure to `digits` decimals (one, as the reference study's tables); `—` for none."""
+    value = _number(value)
     if value is None:
         return "—"
     return f"{value:.{digits}f}"
 
 
 @register.filter
-def percent(value: float | None) -> str:
+def percent(value: object) -> str:
+    """A share as a whole percentage; `—` for none."""
+    value = _number(value)
     if value is None:
         return "—"
     return f"{value * 100:.0f}%"

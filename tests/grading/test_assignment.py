@@ -276,8 +276,7 @@ class TestResultsOpen:
     """Once an admin opens a campaign's results to reviewers, grading it must stop."""
 
     def open_results(self, campaign: Campaign) -> int:
-        ReviewSettings.objects.filter(campaign=campaign).update(results_open=True)
-        return queue.close_review(campaign)
+        return queue.open_results(campaign)
 
     def test_open_campaign_offers_no_more_work(self) -> None:
         campaign = make_campaign(items=3)
@@ -295,7 +294,7 @@ class TestResultsOpen:
         assert self.open_results(campaign) == 1
         assert ReviewUnit.objects.get(pk=held.unit_id).holders == 0
         assert not Assignment.objects.filter(pk=held.pk).exists()
-        with pytest.raises(queue.ScoreError, match="results are open"):
+        with pytest.raises(queue.ScoreError, match="grading of this campaign has ended"):
             queue.submit(held, full_scores(held))
         assert not Score.objects.exists()
 
@@ -306,7 +305,24 @@ class TestResultsOpen:
         assert held is not None
         queue.submit(held, full_scores(held, 3))
         self.open_results(campaign)
-        with pytest.raises(queue.ScoreError, match="results are open"):
+        with pytest.raises(queue.ScoreError, match="grading of this campaign has ended"):
+            queue.edit(held, full_scores(held, 9))
+        assert set(Score.objects.values_list("score", flat=True)) == {3}
+
+    def test_hiding_results_again_never_reopens_grading(self) -> None:
+        campaign = make_campaign(items=2)
+        alice = make_reviewer("alice")
+        held = queue.next_assignment(alice)
+        assert held is not None
+        queue.submit(held, full_scores(held, 3))
+        self.open_results(campaign)
+        queue.hide_results(campaign)
+        review = ReviewSettings.objects.get(campaign=campaign)
+        assert not review.results_open and review.grading_ended
+        assert queue.available_count(alice) == 0
+        assert queue.next_assignment(alice) is None
+        assert queue.next_assignment(make_reviewer("bob")) is None
+        with pytest.raises(queue.ScoreError, match="grading of this campaign has ended"):
             queue.edit(held, full_scores(held, 9))
         assert set(Score.objects.values_list("score", flat=True)) == {3}
 
