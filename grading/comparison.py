@@ -74,8 +74,12 @@ class Filters:
 
     @classmethod
     def from_query(cls, query: QueryDict, *, allow_reviewer: bool) -> Filters:
-        """Read the filter form; unknown values are dropped rather than refused."""
+        """Read the filter form; unknown values are dropped rather than refused, so a task type
+        that does not exist filters nothing (one that exists but has no scores filters all)."""
         codes = tuple(dict.fromkeys(code for code in query.getlist("task_type") if code))
+        if codes:
+            known = set(TaskType.objects.filter(code__in=codes).values_list("code", flat=True))
+            codes = tuple(code for code in codes if code in known)
         modality = query.get("modality", "")
         if modality not in Modality.values:
             modality = ""

@@ -264,3 +264,20 @@ def test_hiding_results_again_never_reopens_grading(admin: User, alice: User) ->
         logged_in(alice).get(reverse("campaign-results", args=[campaign.public_id])).status_code
         == 404
     )
+
+
+def test_unknown_filter_values_are_ignored_and_unknown_csv_names_are_not_found(
+    admin: User,
+) -> None:
+    campaign = study("solo", ["m-a", "m-b"], {"AR": {"m-a": [[8]], "m-b": [[3]]}})
+    client = logged_in(admin)
+    url = reverse("campaign-results", args=[campaign.public_id])
+    plain = table_csv(client, url)
+    assert [r["task_type"] for r in plain] == ["AR"]
+    assert table_csv(client, url, task_type="NOPE") == plain
+    assert table_csv(client, url, modality="smell") == plain
+    assert table_csv(client, url, sort="sideways") == plain
+    assert table_csv(client, url, task_type="QA") == []  # exists, nothing scored: empty
+    assert table_csv(client, url, reviewer="nobody-at-all") == []
+    assert client.get(url, {"csv": "nothing-by-that-name"}).status_code == 404
+    assert client.get(reverse("results"), {"campaign": "no-such-id"}).status_code == 200
