@@ -21,6 +21,11 @@ urlpatterns = [
     path("results/", views.results_overview, name="results"),
     path("results/items/", views.results_items, name="results-items"),
     path("results/<str:public_id>/", views.campaign_results, name="campaign-results"),
+    path(
+        "results/<str:public_id>/visibility/",
+        views.results_visibility,
+        name="results-visibility",
+    ),
     path("", include("inference.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

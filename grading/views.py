@@ -7,7 +7,6 @@ import statistics
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
@@ -27,7 +26,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.access import HtmxHttpRequest
 from inference.csvutil import csv_lines
@@ -41,6 +40,7 @@ from inference.models import (
     TaskImage,
     TaskType,
 )
+from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
 from . import assignment, charts, comparison, exports, review
 from .markdown import render_markdown
@@ -56,9 +56,16 @@ from .models import (
     Rubric,
     Score,
 )
-from .roles import admin_required, is_admin, is_reviewer
+from .roles import (
+    admin_required,
+    is_admin,
+    member_required,
+    reviewer_required,
+    signed_in,
+)
 
 
+@signed_in
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """The start page: what the viewer can do next, by role."""
@@ -73,6 +80,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "grading/home.html", context)
 
 
+@signed_in
 @require_GET
 def rubric(request: HttpRequest) -> HttpResponse:
     """The current rubric: the 0–10 bands and every task type's scoring focus."""
@@ -97,11 +105,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 # --- Review (reviewers) ----------------------------------------------------------------------
 
 
-def _reviewer_required(request: HttpRequest) -> None:
-    if not is_reviewer(request.user):
-        raise PermissionDenied
-
-
 def _own_assignment(request: HttpRequest, public_id: str) -> Assignment:
     """The reviewer's own assignment, or 404 (never someone else's, never a hint it exists)."""
     return get_object_or_404(
@@ -112,9 +115,9 @@ def _own_assignment(request: HttpRequest, public_id: str) -> Assignment:
     )
 
 
+@reviewer_required
 @require_GET
 def review_home(request: HttpRequest) -> HttpResponse:
-    _reviewer_required(request)
     for campaign in Campaign.objects.filter(pk__in=assignment.campaigns_for(request.user)):
         assignment.sync_units(campaign)
     context = {
@@ -124,9 +127,9 @@ def review_home(request: HttpRequest) -> HttpResponse:
     return render(request, "grading/review_home.html", context)
 
 
+@reviewer_required
 @require_GET
 def review_next(request: HtmxHttpRequest) -> HttpResponse:
-    _reviewer_required(request)
     held = assignment.next_assignment(request.user)
     if held is None:
         # Runs may have finished since units were last made: make them, then ask again.
@@ -138,10 +141,10 @@ def review_next(request: HtmxHttpRequest) -> HttpResponse:
     return redirect("review-assignment", public_id=held.public_id)
 
 
+@reviewer_required
 @require_http_methods(["GET", "POST"])
 def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     """The scoring page; POST submits (or skips) and moves on to the next item."""
-    _reviewer_required(request)
     held = _own_assignment(request, public_id)
     error = ""
     if request.method == "POST":
@@ -154,9 +157,7 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
                 assignment.edit(held, scores)
                 messages.success(request, "Your scores were updated.")
                 if request.htmx:
-                    response = HttpResponse(status=204)
-                    response["HX-Redirect"] = reverse("my-scores")
-                    return response
+                    return HttpResponseClientRedirect(reverse("my-scores"))
                 return redirect("my-scores")
             seconds = (timezone.now() - held.reserved_at).total_seconds()
             assignment.submit(held, scores, seconds_spent=min(seconds, 3600.0))
@@ -165,8 +166,9 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
             error = str(problem)
         else:
             return _next_page(request)
-    template = "grading/review.html#work" if request.htmx else "grading/review.html"
-    return render(request, template, _sheet_context(request, held, error))
+    return render_page(
+        request, "grading/review.html", _sheet_context(request, held, error), fragments={"work"}
+    )
 
 
 def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> dict[str, object]:
@@ -188,12 +190,12 @@ def _next_page(request: HtmxHttpRequest) -> HttpResponse:
             return redirect("review-next")
         return redirect("review-assignment", public_id=nxt.public_id)
     if nxt is None:
-        response = render(request, "grading/review_done.html#done", {})
-        response["HX-Push-Url"] = reverse("review-next")
-        return response
-    response = render(request, "grading/review.html#work", _sheet_context(request, nxt))
-    response["HX-Push-Url"] = reverse("review-assignment", kwargs={"public_id": nxt.public_id})
-    return response
+        response = render_page(request, "grading/review_done.html", fragments={"work"})
+        return push_url(response, reverse("review-next"))
+    response = render_page(
+        request, "grading/review.html", _sheet_context(request, nxt), fragments={"work"}
+    )
+    return push_url(response, reverse("review-assignment", kwargs={"public_id": nxt.public_id}))
 
 
 def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str, int]:
@@ -219,10 +221,10 @@ def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str,
     return progress
 
 
+@reviewer_required
 @require_GET
 def my_scores(request: HttpRequest) -> HttpResponse:
     """The reviewer's own submitted work, newest first; each can be reopened and edited."""
-    _reviewer_required(request)
     done = (
         Assignment.objects.filter(reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED)
         .select_related("unit__item__task_type")
@@ -242,10 +244,10 @@ def my_scores(request: HttpRequest) -> HttpResponse:
     return render(request, "grading/my_scores.html", {"page": page, "rows": rows})
 
 
+@reviewer_required
 @require_GET
 def review_image(request: HttpRequest, public_id: str) -> HttpResponse:
     """An image of an item the reviewer holds or has reviewed (full size or thumbnail)."""
-    _reviewer_required(request)
     image = get_object_or_404(
         TaskImage.objects.filter(
             item_links__item__review_units_as_item__assignments__reviewer_id=request.user.pk
@@ -261,11 +263,10 @@ def review_image(request: HttpRequest, public_id: str) -> HttpResponse:
     return response
 
 
+@admin_required
 @require_GET
 def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: how far review of a campaign has got, per reviewer."""
-    if not is_admin(request.user):
-        raise PermissionDenied
     campaign = get_object_or_404(Campaign, public_id=public_id)
     assignment.sync_units(campaign)
     settings_row = campaign.review
@@ -302,11 +303,10 @@ def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(request, "grading/review_progress.html", context)
 
 
+@admin_required
 @require_http_methods(["GET", "POST"])
 def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: items held back because an answer names a model; release them to reviewers."""
-    if not is_admin(request.user):
-        raise PermissionDenied
     campaign = get_object_or_404(Campaign, public_id=public_id)
     held = campaign.review_units.filter(held_for_admin=True).select_related("item__task_type")
     if request.method == "POST":
@@ -336,16 +336,15 @@ def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
 # --- Exports (admins) ------------------------------------------------------------------------
 
 
+@admin_required
 @require_http_methods(["GET", "POST"])
 def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
     """Admins: a campaign's CSVs. Small ones download at once; large ones are written by a
     worker and listed with their status (polled while any is unfinished) and download links.
 
     htmx gets the export section (`#export`, embedded in the campaign page) or, when polling,
-    just the list (`?part=exports`); a plain GET gets the whole page.
+    just the list (`#exports`); a plain GET gets the whole page.
     """
-    if not is_admin(request.user):
-        raise PermissionDenied
     campaign = get_object_or_404(Campaign, public_id=public_id)
     if request.method == "POST":
         return _start_export(request, campaign)
@@ -355,8 +354,8 @@ def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
         "exports": listed,
         "polling": any(export.active for export in listed),
     }
-    if request.htmx and request.GET.get("part") == "exports":
-        return render(request, "grading/campaign_export.html#exports", context)
+    if fragment_wanted(request, {"exports"}):
+        return render_page(request, "grading/campaign_export.html", context, fragments={"exports"})
     counts = exports.row_counts(campaign)
     context.update(
         {
@@ -368,9 +367,7 @@ def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
             or request.get_full_path(),
         }
     )
-    if request.htmx:
-        return render(request, "grading/campaign_export.html#export", context)
-    return render(request, "grading/campaign_export.html", context)
+    return render_page(request, "grading/campaign_export.html", context, fragments={"export"})
 
 
 def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseBase:
@@ -417,11 +414,10 @@ def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseB
     return redirect(next_url)
 
 
+@admin_required
 @require_GET
 def export_download(request: HttpRequest, public_id: str) -> FileResponse:
     """Admins: the file of a finished export (any admin's)."""
-    if not is_admin(request.user):
-        raise PermissionDenied
     export = get_object_or_404(
         Export.objects.select_related("campaign"), public_id=public_id, status=ExportStatus.DONE
     )
@@ -446,11 +442,9 @@ def _results_campaigns(request: HttpRequest) -> QuerySet[Campaign]:
     campaigns = comparison.campaigns_queryset()
     if is_admin(request.user):
         return campaigns
-    if is_reviewer(request.user):
-        return campaigns.filter(review__results_open=True).exclude(
-            pk__in=_opened_but_withheld(request).values("pk")
-        )
-    raise PermissionDenied
+    return campaigns.filter(review__results_open=True).exclude(
+        pk__in=_opened_but_withheld(request).values("pk")
+    )
 
 
 def _opened_but_withheld(request: HttpRequest) -> QuerySet[Campaign]:
@@ -468,6 +462,7 @@ def _opened_but_withheld(request: HttpRequest) -> QuerySet[Campaign]:
     ).distinct()
 
 
+@member_required
 @require_GET
 def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
     """Every campaign with scores side by side: the reference study's tables and charts."""
@@ -478,30 +473,33 @@ def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
     return _results_page(request, campaigns, campaign=None, withheld=withheld)
 
 
-@require_http_methods(["GET", "POST"])
+@member_required
+@require_GET
 def campaign_results(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
-    """One campaign's comparison; admins open it to reviewers (POST) once scoring is over."""
-    reviewer_only = is_reviewer(request.user) and not is_admin(request.user)
-    if reviewer_only and _opened_but_withheld(request).filter(public_id=public_id).exists():
+    """One campaign's comparison."""
+    withheld = _opened_but_withheld(request).filter(public_id=public_id)
+    if not is_admin(request.user) and withheld.exists():
         return render(request, "grading/results_withheld.html", status=403)
     campaign = get_object_or_404(_results_campaigns(request), public_id=public_id)
-    if request.method == "POST":
-        if not is_admin(request.user):
-            raise PermissionDenied
-        if "open" in request.POST:
-            assignment.open_results(campaign)
-            messages.success(
-                request,
-                _("Reviewers can now read these results; the campaign takes no more scores."),
-            )
-        else:
-            assignment.hide_results(campaign)
-            messages.success(
-                request,
-                _("Results are hidden from reviewers again; grading stays ended."),
-            )
-        return redirect("campaign-results", public_id=campaign.public_id)
     return _results_page(request, [campaign], campaign=campaign)
+
+
+@admin_required
+@require_POST
+def results_visibility(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Open a campaign's results to reviewers (ending its grading for good), or hide them."""
+    campaign = get_object_or_404(Campaign, public_id=public_id)
+    if "open" in request.POST:
+        assignment.open_results(campaign)
+        messages.success(
+            request, _("Reviewers can now read these results; the campaign takes no more scores.")
+        )
+    else:
+        assignment.hide_results(campaign)
+        messages.success(
+            request, _("Results are hidden from reviewers again; grading stays ended.")
+        )
+    return redirect("campaign-results", public_id=campaign.public_id)
 
 
 def _results_page(
@@ -537,9 +535,7 @@ def _results_page(
         "drill_url": reverse("results-items") if admin else "",
         "chosen_campaigns": request.GET.getlist("campaign") if campaign is None else [],
     }
-    if request.htmx and request.htmx.target == "results":
-        return render(request, "grading/results.html#results", context)
-    return render(request, "grading/results.html", context)
+    return render_page(request, "grading/results.html", context, fragments={"results"})
 
 
 def _chart_csv(

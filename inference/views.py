@@ -32,6 +32,7 @@ from .models import (
     TaskItem,
     TaskType,
 )
+from .pages import HttpResponseClientRedirect, render_page
 
 UPLOAD_SUFFIXES = (".json", ".jsonl", ".csv", ".zip")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -65,8 +66,7 @@ def items(request: HtmxHttpRequest) -> HttpResponse:
             {k: v for k, v in (("suite", suite), ("task_type", task_type)) if v}
         ),
     }
-    template = "inference/items.html#results" if request.htmx else "inference/items.html"
-    return render(request, template, context)
+    return render_page(request, "inference/items.html", context, fragments={"results"})
 
 
 @admin_required
@@ -121,7 +121,6 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
     The uploaded file waits in var/uploads under a random token that only this admin's session
     knows, so confirming imports exactly what was previewed.
     """
-    template = "inference/import.html#result" if request.htmx else "inference/import.html"
     context: dict[str, object] = {"suites": Suite.objects.order_by("name")}
     if request.method == "GET":
         return render(request, "inference/import.html", context)
@@ -135,21 +134,19 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
             context["errors"] = [
                 "This preview has expired or was already imported; upload the file again."
             ]
-            return render(request, template, context)
+            return render_page(request, "inference/import.html", context, fragments={"result"})
         path = Path(upload["path"])
         try:
             report = import_fixture(path, suite=upload["suite"] or None)
         except FixtureError as error:
             context["errors"] = error.problems
-            return render(request, template, context)
+            return render_page(request, "inference/import.html", context, fragments={"result"})
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
         messages.success(request, f"Suite {report.suite}: {report.summary()}.")
         url = f"{reverse('items')}?{urlencode({'suite': report.suite})}"
         if request.htmx:
-            response = HttpResponse(status=204)
-            response["HX-Redirect"] = url
-            return response
+            return HttpResponseClientRedirect(url)
         return redirect(url)
 
     uploaded = request.FILES.get("file")
@@ -157,14 +154,14 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
     context["suite"] = suite
     if uploaded is None:
         context["errors"] = ["Choose a .json, .jsonl, .csv or .zip file to import."]
-        return render(request, template, context)
+        return render_page(request, "inference/import.html", context, fragments={"result"})
     name = Path(uploaded.name or "upload").name
     if not name.lower().endswith(UPLOAD_SUFFIXES):
         context["errors"] = [f"{name}: expected a .json, .jsonl, .csv or .zip file."]
-        return render(request, template, context)
+        return render_page(request, "inference/import.html", context, fragments={"result"})
     if uploaded.size and uploaded.size > MAX_UPLOAD_BYTES:
         context["errors"] = [f"{name}: larger than {MAX_UPLOAD_BYTES // 1024**2} MB."]
-        return render(request, template, context)
+        return render_page(request, "inference/import.html", context, fragments={"result"})
 
     folder = _upload_dir()
     _forget_stale_uploads(folder)
@@ -181,11 +178,11 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
         shutil.rmtree(target_dir, ignore_errors=True)
         context["errors"] = error.problems
         context["filename"] = name
-        return render(request, template, context)
+        return render_page(request, "inference/import.html", context, fragments={"result"})
     pending[token] = {"path": str(path), "suite": suite}
     request.session[SESSION_KEY] = pending
     context.update({"report": report, "token": token, "filename": name})
-    return render(request, template, context)
+    return render_page(request, "inference/import.html", context, fragments={"result"})
 
 
 # --- Campaign runs ---------------------------------------------------------------------------
@@ -225,9 +222,7 @@ def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
             )
         return redirect("campaign-run", public_id=campaign.public_id)
     context = run_progress(campaign)
-    if request.htmx and request.GET.get("part") == "progress":
-        return render(request, "inference/campaign_run.html#progress", context)
-    return render(request, "inference/campaign_run.html", context)
+    return render_page(request, "inference/campaign_run.html", context, fragments={"progress"})
 
 
 def run_progress(campaign: Campaign) -> dict[str, object]:

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 
 from grading.roles import is_reviewer
 from inference.models import ModelEndpoint
@@ -187,3 +187,59 @@ def test_endpoint_api_key_is_write_only_in_admin(admin_client) -> None:
     admin_client.post(url, {**form, "clear_api_key": "on"})
     endpoint.refresh_from_db()
     assert endpoint.api_key == ""
+
+
+# --- One role decorator on every view -----------------------------------------------------------
+
+# Views of Django's own apps, which enforce their own rules: the admin site (staff, tested
+# above), login, logout and the language switch.
+DJANGO_OWN = {"login", "logout", "set_language"}
+
+# Who gets past each role (True) and who is refused with 403 (False).
+ADMITTED = {
+    "admin": {"admin": True, "alice": False, "nobody": False},
+    "reviewer": {"admin": False, "alice": True, "nobody": False},
+    "admin or reviewer": {"admin": True, "alice": True, "nobody": False},
+    "signed in": {"admin": True, "alice": True, "nobody": True},
+}
+
+
+def project_routes() -> list[tuple[str, object]]:
+    """(sample path, view function) of every route outside Django's own apps."""
+    routes: list[tuple[str, object]] = []
+    for path in concrete_paths():
+        if path.startswith("/admin/"):
+            continue
+        match = resolve(path)
+        if match.url_name in DJANGO_OWN:
+            continue
+        routes.append((path, match.func))
+    return routes
+
+
+def test_every_view_declares_its_role_or_that_it_is_public() -> None:
+    routes = project_routes()
+    assert len(routes) > 20
+    for path, view in routes:
+        role = getattr(view, "required_role", None)
+        public = getattr(view, "login_required", True) is False
+        assert (role in ADMITTED) != public, f"{path}: role {role!r}, public {public}"
+
+
+def test_each_role_reaches_exactly_the_views_it_should(
+    admin: User, alice: User, nobody: User
+) -> None:
+    clients = {"admin": logged_in(admin), "alice": logged_in(alice), "nobody": logged_in(nobody)}
+    anonymous = Client()
+    for path, view in project_routes():
+        role = getattr(view, "required_role", None)
+        if role is None:
+            assert anonymous.get(path).status_code != 302, path
+            continue
+        response = anonymous.get(path)
+        assert response.status_code == 302 and "/login/" in response["Location"], path
+        for persona, client in clients.items():
+            status = client.get(path).status_code
+            admitted = ADMITTED[role][persona]
+            # Past the role check a sample path may name nothing (404) or want a POST (405).
+            assert (status != 403) == admitted, f"{persona} on {path} ({role}): {status}"

@@ -34,6 +34,7 @@ from tests.conftest import PASSWORD, logged_in
 
 T0 = datetime.datetime(2025, 3, 1, 9, 30, tzinfo=datetime.UTC)
 HX = {"HX-Request": "true"}
+HX_LIST = {**HX, "HX-Target": "exports"}
 ONE_HOUR = datetime.timedelta(hours=1)
 
 
@@ -220,7 +221,9 @@ def test_campaign_page_loads_the_export_section_and_links_to_it_without_javascri
     assert f'<a href="{url}">' in page
 
     current = f"http://testserver/campaigns/{study.public_id}/"
-    section = admin_client.get(url, headers={**HX, "HX-Current-URL": current})
+    section = admin_client.get(
+        url, headers={**HX, "HX-Target": "export", "HX-Current-URL": current}
+    )
     html = section.content.decode()
     assert html.lstrip().startswith('<section class="card" id="export">')
     assert "<html" not in html
@@ -235,22 +238,22 @@ def test_status_line_polls_while_an_export_is_unfinished_and_stops_when_done(
     export = Export.objects.create(
         campaign=study, kind="scores", requested_by=admin, status=ExportStatus.QUEUED
     )
-    url = f"/campaigns/{study.public_id}/export/?part=exports"
+    url = f"/campaigns/{study.public_id}/export/"
 
-    queued = admin_client.get(url, headers=HX).content.decode()
+    queued = admin_client.get(url, headers=HX_LIST).content.decode()
     assert 'hx-trigger="every 2s"' in queued and "Waiting for a worker" in queued
 
     Export.objects.filter(pk=export.pk).update(
         status=ExportStatus.RUNNING, rows_written=1000, rows_expected=5000
     )
-    running = admin_client.get(url, headers=HX).content.decode()
+    running = admin_client.get(url, headers=HX_LIST).content.decode()
     assert 'hx-trigger="every 2s"' in running and "Writing… 1000 of 5000 rows" in running
     assert "<html" not in running
 
     export_dir.mkdir()
     exports.path_of(export).write_text("campaign\r\n", encoding="utf-8")
     Export.objects.filter(pk=export.pk).update(status=ExportStatus.DONE, rows_written=5000)
-    done = admin_client.get(url, headers=HX).content.decode()
+    done = admin_client.get(url, headers=HX_LIST).content.decode()
     assert "hx-trigger" not in done
     assert f'href="/exports/{export.public_id}/download/"' in done and "5000 rows" in done
 
@@ -270,7 +273,7 @@ def test_non_admins_cannot_see_start_or_download_exports(
     url = f"/campaigns/{study.public_id}/export/"
 
     assert client.get(url).status_code == 403
-    assert client.get(f"{url}?part=exports", headers=HX).status_code == 403
+    assert client.get(url, headers=HX_LIST).status_code == 403
     assert post_export(client, study, "scores").status_code == 403
     assert client.get(f"/exports/{done.public_id}/download/").status_code == 403
     assert Export.objects.count() == 1
@@ -407,7 +410,7 @@ def wait_until_finished(client: Client, campaign: Campaign, seconds: float = 60)
     shown = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        html = client.get(f"/campaigns/{campaign.public_id}/export/?part=exports", headers=HX)
+        html = client.get(f"/campaigns/{campaign.public_id}/export/", headers=HX_LIST)
         shown.append(html.content.decode())
         if "hx-trigger" not in shown[-1]:
             return shown

@@ -274,8 +274,10 @@ def test_reviewers_see_results_only_once_opened_and_never_other_reviewers(
     # Not opened: to a reviewer the page does not exist; someone with no role is refused.
     assert logged_in(alice).get(url).status_code == 404
     assert logged_in(nobody).get(url).status_code == 403
-    assert logged_in(alice).post(url, {"open": "1"}).status_code == 404
-    response = logged_in(admin).post(url, {"open": "1"})
+    visibility = reverse("results-visibility", args=[fixed.public_id])
+    assert logged_in(alice).post(visibility, {"open": "1"}).status_code == 403
+    assert logged_in(alice).post(url, {"open": "1"}).status_code == 405
+    response = logged_in(admin).post(visibility, {"open": "1"})
     assert response.status_code == 302
     html = logged_in(alice).get(url).content.decode()
     assert table_rows(html)["QA"]["a"] == "7.7"
@@ -288,8 +290,8 @@ def test_reviewers_see_results_only_once_opened_and_never_other_reviewers(
     assert logged_in(alice).get(reverse("results-items"), {"task_type": "QA"}).status_code == 403
     overview = logged_in(alice).get(reverse("results")).content.decode()
     assert "Fixed study" in overview
-    assert logged_in(alice).post(url, {"close": "1"}).status_code == 403
-    logged_in(admin).post(url, {"close": "1"})
+    assert logged_in(alice).post(visibility, {"close": "1"}).status_code == 403
+    logged_in(admin).post(visibility, {"close": "1"})
     assert logged_in(alice).get(url).status_code == 404
 
 

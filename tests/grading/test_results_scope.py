@@ -198,7 +198,7 @@ def test_overview_says_which_campaigns_each_pooled_model_spans(admin: User) -> N
 
 
 def open_results(client: Client, campaign: Campaign) -> None:
-    response = client.post(reverse("campaign-results", args=[campaign.public_id]), {"open": "1"})
+    response = client.post(reverse("results-visibility", args=[campaign.public_id]), {"open": "1"})
     assert response.status_code == 302
 
 
@@ -252,7 +252,7 @@ def test_hiding_results_again_never_reopens_grading(admin: User, alice: User) ->
     client = logged_in(admin)
     assert campaign.pk in assignment.campaigns_for(alice)
     open_results(client, campaign)
-    response = client.post(reverse("campaign-results", args=[campaign.public_id]), {"close": "1"})
+    response = client.post(reverse("results-visibility", args=[campaign.public_id]), {"close": "1"})
     assert response.status_code == 302
     review = ReviewSettings.objects.get(campaign=campaign)
     assert not review.results_open and review.grading_ended_at is not None

@@ -28,7 +28,7 @@ from inference.models import (
 from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
-HTMX = {"HX-Request": "true"}
+HTMX = {"HX-Request": "true", "HX-Target": "work"}
 HOSTILE = (
     '<script>window.__pwned=1</script>\n\n<img src=x onerror="window.__pwned=2">\n\n'
     "[click](javascript:window.__pwned=3)\n\n<iframe src='https://example.org'></iframe>\n\n"

@@ -18,6 +18,8 @@ from tests.inference.test_import_tasks import TEXT, VISION, png_bytes
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
+HTMX_RESULTS = {**HTMX, "HX-Target": "results"}
+HTMX_IMPORT = {**HTMX, "HX-Target": "result"}
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_items_list_filters_by_suite_and_task_type(admin_client: Client, sample:
 def test_items_filter_through_htmx_returns_only_the_results(
     admin_client: Client, sample: None
 ) -> None:
-    response = admin_client.get("/items/", {"task_type": "VQA"}, headers=HTMX)
+    response = admin_client.get("/items/", {"task_type": "VQA"}, headers=HTMX_RESULTS)
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="results"')
     assert "<html" not in html
@@ -101,7 +103,7 @@ def test_import_preview_then_confirm(admin_client: Client) -> None:
         "batch.zip", fixture_zip([TEXT, VISION], {"img/a.png": png_bytes()})
     )
     response = admin_client.post(
-        "/items/import/", {"file": upload, "suite": "", "preview": "1"}, headers=HTMX
+        "/items/import/", {"file": upload, "suite": "", "preview": "1"}, headers=HTMX_IMPORT
     )
     html = response.content.decode()
     assert response.status_code == 200
@@ -109,13 +111,17 @@ def test_import_preview_then_confirm(admin_client: Client) -> None:
     assert "Import 2 items" in html
     assert TaskItem.objects.count() == 0  # a preview writes nothing
     token = html.split('name="token" value="')[1].split('"')[0]
-    response = admin_client.post("/items/import/", {"token": token, "confirm": "1"}, headers=HTMX)
-    assert response.status_code == 204
+    response = admin_client.post(
+        "/items/import/", {"token": token, "confirm": "1"}, headers=HTMX_IMPORT
+    )
+    assert response.status_code == 200
     assert response["HX-Redirect"] == "/items/?suite=upload"
     assert TaskItem.objects.filter(suite__name="upload").count() == 2
     assert TaskImage.objects.count() == 1
     # The same token cannot import twice.
-    again = admin_client.post("/items/import/", {"token": token, "confirm": "1"}, headers=HTMX)
+    again = admin_client.post(
+        "/items/import/", {"token": token, "confirm": "1"}, headers=HTMX_IMPORT
+    )
     assert "expired or was already imported" in again.content.decode()
 
 
@@ -132,7 +138,7 @@ def test_import_with_problems_lists_every_one_and_writes_nothing(admin_client: C
     rows = [TEXT, {**TEXT, "id": "t2", "prompt": ""}, {**VISION, "images": ["img/missing.png"]}]
     upload = SimpleUploadedFile("bad.zip", fixture_zip(rows))
     html = admin_client.post(
-        "/items/import/", {"file": upload, "preview": "1"}, headers=HTMX
+        "/items/import/", {"file": upload, "preview": "1"}, headers=HTMX_IMPORT
     ).content.decode()
     assert "2 problems — nothing was imported" in html
     assert "upload.jsonl:2: prompt: may not be empty" in html
@@ -145,6 +151,6 @@ def test_import_with_problems_lists_every_one_and_writes_nothing(admin_client: C
 def test_import_refuses_other_file_types(admin_client: Client) -> None:
     upload = SimpleUploadedFile("notes.txt", b"hello")
     html = admin_client.post(
-        "/items/import/", {"file": upload, "preview": "1"}, headers=HTMX
+        "/items/import/", {"file": upload, "preview": "1"}, headers=HTMX_IMPORT
     ).content.decode()
     assert "notes.txt: expected a .json, .jsonl, .csv or .zip file" in html

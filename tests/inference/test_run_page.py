@@ -76,7 +76,7 @@ def test_progress_fragment_stops_polling_when_the_run_ends(
     set_states(campaign, "alpha", "succeeded", "succeeded", "succeeded", "succeeded")
     set_states(campaign, "beta", "succeeded", "failed", "cancelled", "succeeded")
     response = admin_client.get(
-        f"/campaigns/{campaign.public_id}/", {"part": "progress"}, headers=HTMX
+        f"/campaigns/{campaign.public_id}/", headers={**HTMX, "HX-Target": "progress"}
     )
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="progress"')
