@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
+from django.utils import translation
 
 from grading.roles import reviewers_group
 
@@ -238,3 +239,12 @@ def browser_login(page: Any, base_url: str, username: str, password: str = PASSW
     page.fill("#id_password", password)
     page.click("main button[type=submit]")
     page.wait_for_url(f"{base_url}/")
+
+
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Every test starts, and leaves, in the default language: a test that switches to Chinese
+    (the UI's language switch activates it for the thread) must not change what the next reads."""
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
