@@ -22,7 +22,6 @@ from .models import (
     Assignment,
     ReviewSettings,
     Rubric,
-    RubricBand,
     Score,
     ScoringFocus,
 )
@@ -34,7 +33,7 @@ def label(position: int) -> str:
     return LABELS[position] if position < len(LABELS) else f"#{position + 1}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answer:
     position: int
     label: str
@@ -47,16 +46,39 @@ class Answer:
     flag_reason: str = ""
 
 
-@dataclass
-class Sheet:
-    """Everything the scoring page shows for one assignment."""
+@dataclass(frozen=True)
+class Band:
+    """A score band of the rubric, in the page's language."""
 
-    assignment: Assignment
-    item: TaskItem
-    focus: ScoringFocus | None
-    bands: list[RubricBand]
-    answers: list[Answer]
-    image_ids: list[str]
+    range_label: str
+    label: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the reviewer reads of the item: its task type, prompt and notes."""
+
+    task_type_code: str
+    task_type_name_en: str
+    task_type_name_zh: str
+    prompt: str
+    system: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """Everything the scoring page shows for one assignment, as plain values: no model instance
+    reaches the template, so nothing there can follow a relation to a model's name."""
+
+    assignment_id: str
+    """The assignment's opaque public id."""
+    item: Prompt
+    focus: str
+    bands: tuple[Band, ...]
+    answers: tuple[Answer, ...]
+    image_ids: tuple[str, ...]
     submitted: bool
 
 
@@ -106,13 +128,21 @@ def build_sheet(assignment: Assignment) -> Sheet:
                 flag_reason=score.flag_reason if score else "",
             )
         )
+    focus = ScoringFocus.objects.filter(rubric=rubric, task_type=item.task_type).first()
     return Sheet(
-        assignment=assignment,
-        item=item,
-        focus=ScoringFocus.objects.filter(rubric=rubric, task_type=item.task_type).first(),
-        bands=list(rubric.bands.all()),
-        answers=answers,
-        image_ids=[image.public_id for image in item.ordered_images()],
+        assignment_id=assignment.public_id,
+        item=Prompt(
+            task_type_code=item.task_type.code,
+            task_type_name_en=item.task_type.name_en,
+            task_type_name_zh=item.task_type.name_zh,
+            prompt=item.prompt,
+            system=item.system,
+            reference=item.reference,
+        ),
+        focus=focus.focus if focus else "",
+        bands=tuple(Band(b.range_label, b.label, b.description) for b in rubric.bands.all()),
+        answers=tuple(answers),
+        image_ids=tuple(image.public_id for image in item.ordered_images()),
         submitted=assignment.status == "submitted",
     )
 

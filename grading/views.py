@@ -518,9 +518,11 @@ def _results_page(
     wanted_csv = request.GET.get("csv")
     if wanted_csv:
         return _chart_csv(figures, selection, wanted_csv, campaign)
+    review = ReviewSettings.objects.filter(campaign=campaign).first() if campaign else None
     context = {
-        "campaign": campaign,
-        "review": ReviewSettings.objects.filter(campaign=campaign).first() if campaign else None,
+        "campaign": comparison.campaign_infos([campaign])[0] if campaign else None,
+        "results_open": bool(review and review.results_open),
+        "grading_ended": bool(review and review.grading_ended),
         "withheld": withheld,
         "selection": selection,
         "charts": figures,
