@@ -301,12 +301,21 @@ class ScoreError(ValueError):
     """Scores that cannot be saved, with a message for the reviewer."""
 
 
+# The form's radio buttons send exactly these; anything else is typed by hand or by a script.
+_SCORES = {str(n): n for n in range(11)}
+
+
 def parse_score(value: object) -> int:
-    """An integer 0–10, or ScoreError: "7.5", "", "11", "-1" and "seven" are all refused."""
+    """An integer 0–10 in ASCII digits, or ScoreError.
+
+    "7.5", "", "11", "-1", "seven" are refused, and so are digits other than ASCII ("²", "٧"):
+    str.isdigit takes those, and int() reads some and raises on others (or on 5,000 digits).
+    """
     text = str(value).strip() if value is not None else ""
-    if not text.isdigit() or not 0 <= int(text) <= 10:
-        raise ScoreError(f"a score is a whole number from 0 to 10, not {text or 'nothing'!r}")
-    return int(text)
+    if text not in _SCORES:
+        shown = text if len(text) <= 12 else f"{text[:12]}…"
+        raise ScoreError(f"a score is a whole number from 0 to 10, not {shown or 'nothing'!r}")
+    return _SCORES[text]
 
 
 def submit(
