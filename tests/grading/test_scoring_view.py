@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from grading.assignment import COMMENT_MAX_CHARS
 from grading.models import Assignment, Score
 from inference.models import Campaign
 from tests.conftest import logged_in
@@ -93,3 +94,56 @@ def test_every_ascii_score_from_0_to_10_is_accepted(
             (0, value),
             (1, 10 - value),
         ]
+
+
+def test_the_comment_box_holds_at_most_the_limit(study: Campaign, alice: User) -> None:
+    _, html = first_assignment(logged_in(alice))
+    assert html.count(f'maxlength="{COMMENT_MAX_CHARS}"') == 2  # one box per answer
+
+
+@pytest.mark.parametrize("headers", FORM_KINDS)
+@pytest.mark.parametrize(
+    ("char", "length"), [("长", COMMENT_MAX_CHARS + 1), ("x", 1_000_000)], ids=["just-over", "1MB"]
+)
+def test_a_comment_over_the_limit_is_refused_and_nothing_saved(
+    study: Campaign, alice: User, char: str, length: int, headers: dict[str, str]
+) -> None:
+    client = logged_in(alice)
+    url, _ = first_assignment(client)
+    data = {**scores_for(2), "comment-0": "fine", "comment-1": char * length}
+    status, html = post_sheet(client, url, data, headers)
+    assert_answered_with_form(status, html, headers)
+    assert "a comment is at most 5,000 characters" in html
+    assert f"the comment on answer B has {length:,}" in html
+    assert char * 100 not in html
+    assert Score.objects.count() == 0
+    assert Assignment.objects.get(reviewer=alice, status="reserved")
+
+
+@pytest.mark.parametrize("headers", FORM_KINDS)
+def test_editing_with_a_comment_over_the_limit_changes_no_score(
+    study: Campaign, alice: User, headers: dict[str, str]
+) -> None:
+    client = logged_in(alice)
+    url, _ = first_assignment(client)
+    client.post(url, {**scores_for(2, "4"), "comment-1": "first"})
+    edit = {**scores_for(2, "9"), "comment-0": "new", "comment-1": "x" * (COMMENT_MAX_CHARS + 1)}
+    status, html = post_sheet(client, url, edit, headers)
+    assert_answered_with_form(status, html, headers)
+    assert "a comment is at most 5,000 characters" in html
+    assert sorted(Score.objects.values_list("score", "comment")) == [(4, ""), (4, "first")]
+
+
+def test_a_comment_at_the_limit_is_saved_counting_a_line_break_once(
+    study: Campaign, alice: User
+) -> None:
+    client = logged_in(alice)
+    url, _ = first_assignment(client)
+    # What a browser sends for a full box: textarea line breaks go over the wire as CRLF,
+    # but `maxlength` counted each as one character.
+    comment = ("x" * 99 + "\r\n") * 49 + "y" * 100
+    assert len(comment.replace("\r\n", "\n")) == COMMENT_MAX_CHARS
+    response = client.post(url, {**scores_for(2), "comment-0": comment})
+    assert response.status_code == 302
+    stored = Score.objects.get(position=0).comment
+    assert stored == comment.replace("\r\n", "\n") and len(stored) == COMMENT_MAX_CHARS
