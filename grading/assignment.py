@@ -32,6 +32,7 @@ from .models import (
     ReviewSettings,
     ReviewUnit,
 )
+from .review import label as answer_label
 
 _random = random.SystemRandom()
 
@@ -301,12 +302,40 @@ class ScoreError(ValueError):
     """Scores that cannot be saved, with a message for the reviewer."""
 
 
+# The form's radio buttons send exactly these; anything else is typed by hand or by a script.
+_SCORES = {str(n): n for n in range(11)}
+
+# Long enough for any note a reviewer writes by hand, short enough that a pasted document
+# (or a megabyte sent by a script) is refused rather than stored and shown on every results page.
+COMMENT_MAX_CHARS = 5000
+
+
 def parse_score(value: object) -> int:
-    """An integer 0–10, or ScoreError: "7.5", "", "11", "-1" and "seven" are all refused."""
+    """An integer 0–10 in ASCII digits, or ScoreError.
+
+    "7.5", "", "11", "-1", "seven" are refused, and so are digits other than ASCII ("²", "٧"):
+    str.isdigit takes those, and int() reads some and raises on others (or on 5,000 digits).
+    """
     text = str(value).strip() if value is not None else ""
-    if not text.isdigit() or not 0 <= int(text) <= 10:
-        raise ScoreError(f"a score is a whole number from 0 to 10, not {text or 'nothing'!r}")
-    return int(text)
+    if text not in _SCORES:
+        shown = text if len(text) <= 12 else f"{text[:12]}…"
+        raise ScoreError(f"a score is a whole number from 0 to 10, not {shown or 'nothing'!r}")
+    return _SCORES[text]
+
+
+def parse_comment(value: object, position: int) -> str:
+    """A comment, stripped, its line breaks as LF; ScoreError past COMMENT_MAX_CHARS.
+
+    Browsers send a textarea's line breaks as CRLF but count them as one character for its
+    `maxlength`; counting them the same way here keeps the two limits equal.
+    """
+    text = str(value or "").replace("\r\n", "\n").strip()
+    if len(text) > COMMENT_MAX_CHARS:
+        raise ScoreError(
+            f"a comment is at most {COMMENT_MAX_CHARS:,} characters; "
+            f"the comment on answer {answer_label(position)} has {len(text):,}"
+        )
+    return text
 
 
 def submit(
@@ -329,6 +358,10 @@ def submit(
     if missing:
         raise ScoreError(f"score every answer ({len(missing)} left)")
     parsed = {pid: parse_score(scores[pid].get("score")) for pid in assignment.order}
+    comments = {
+        pid: parse_comment(scores[pid].get("comment"), position)
+        for position, pid in enumerate(assignment.order)
+    }
     for values in scores.values():
         reason = values.get("flag_reason") or ""
         if reason and reason not in FlagReason.values:
@@ -352,7 +385,7 @@ def submit(
                     reviewer_id=assignment.reviewer_id,
                     assignment=assignment,
                     score=parsed[pid],
-                    comment=str(scores[pid].get("comment") or "").strip(),
+                    comment=comments[pid],
                     flagged=bool(scores[pid].get("flagged") or scores[pid].get("flag_reason")),
                     flag_reason=scores[pid].get("flag_reason") or "",
                     position=position,
@@ -375,6 +408,11 @@ def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:
     if _review_closed(assignment):
         raise ScoreError(GRADING_ENDED)
     parsed = {pid: parse_score(values.get("score")) for pid, values in scores.items()}
+    comments = {
+        pid: parse_comment(scores[pid].get("comment"), position)
+        for position, pid in enumerate(assignment.order)
+        if pid in scores
+    }
     for values in scores.values():
         reason = values.get("flag_reason") or ""
         if reason and reason not in FlagReason.values:
@@ -385,7 +423,7 @@ def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:
             if given is None:
                 continue
             score.score = parsed[score.generation.public_id]
-            score.comment = str(given.get("comment") or "").strip()
+            score.comment = comments[score.generation.public_id]
             score.flag_reason = given.get("flag_reason") or ""
             score.flagged = bool(score.flag_reason)
             score.save(update_fields=["score", "comment", "flag_reason", "flagged", "updated_at"])

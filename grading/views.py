@@ -177,6 +177,7 @@ def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> d
         "error": error,
         "progress": _progress(request, held),
         "score_range": range(11),
+        "comment_max_chars": assignment.COMMENT_MAX_CHARS,
         "flag_reasons": FlagReason.choices,
         "last_submitted": request.session.get("last-submitted", ""),
     }

@@ -57,8 +57,9 @@
     var key = event.key;
     if (/^[0-9]$/.test(key)) { score(key); }
     else if (key === "t" || key === "T") { score("10"); }
-    else if (key === "ArrowRight" || key === "k" || key === "K") { move(1); }
-    else if (key === "ArrowLeft" || key === "j" || key === "J") { move(-1); }
+    // J next and K previous, as in mail readers, pagers and code review tools.
+    else if (key === "ArrowRight" || key === "j" || key === "J") { move(1); }
+    else if (key === "ArrowLeft" || key === "k" || key === "K") { move(-1); }
     else if (key === "Enter") { press("submit"); }
     else if (key === "s" || key === "S") { press("skip"); }
     else if (key === "c" || key === "C") {
