@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.core.paginator import Paginator
 from django.utils.safestring import SafeString
 
 from inference.leaks import mask_leaks, terms_from_settings
@@ -20,6 +22,7 @@ from inference.models import Generation, TaskItem
 from .markdown import render_markdown, render_plain
 from .models import (
     Assignment,
+    AssignmentStatus,
     ReviewSettings,
     Rubric,
     Score,
@@ -157,3 +160,62 @@ def read_form(post: Any, assignment: Assignment) -> dict[str, dict[str, Any]]:
             "flag_reason": post.get(f"flag-{position}", ""),
         }
     return scores
+
+
+# --- The reviewer's own work ---------------------------------------------------------------
+
+MY_SCORES_PER_PAGE = 25
+
+
+@dataclass(frozen=True)
+class ScoredWork:
+    """One submitted assignment on the reviewer's "My scores" page."""
+
+    assignment_id: str
+    finished_at: datetime | None
+    task_type_code: str
+    prompt: str
+    scores: tuple[tuple[str, int], ...]
+    """(answer label, score), in the order the answers were shown."""
+
+
+@dataclass(frozen=True)
+class Pager:
+    number: int
+    pages: int
+    previous: int | None
+    next: int | None
+
+
+def scored_work(reviewer_id: int | None, page_number: str | None) -> tuple[list[ScoredWork], Pager]:
+    """A page of a reviewer's submitted work, newest first (any page number is accepted)."""
+    done = (
+        Assignment.objects.filter(reviewer_id=reviewer_id, status=AssignmentStatus.SUBMITTED)
+        .select_related("unit__item__task_type")
+        .prefetch_related("scores")
+        .order_by("-finished_at", "pk")
+    )
+    page = Paginator(done, MY_SCORES_PER_PAGE).get_page(page_number)
+    rows = [
+        ScoredWork(
+            assignment_id=held.public_id,
+            finished_at=held.finished_at,
+            task_type_code=held.unit.item.task_type.code,
+            prompt=held.unit.item.prompt,
+            scores=tuple(
+                (label(s.position), s.score) for s in sorted(held.scores.all(), key=_position)
+            ),
+        )
+        for held in page.object_list
+    ]
+    pager = Pager(
+        number=page.number,
+        pages=page.paginator.num_pages,
+        previous=page.previous_page_number() if page.has_previous() else None,
+        next=page.next_page_number() if page.has_next() else None,
+    )
+    return rows, pager
+
+
+def _position(score: Score) -> int:
+    return score.position

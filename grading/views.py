@@ -226,23 +226,8 @@ def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str,
 @require_GET
 def my_scores(request: HttpRequest) -> HttpResponse:
     """The reviewer's own submitted work, newest first; each can be reopened and edited."""
-    done = (
-        Assignment.objects.filter(reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED)
-        .select_related("unit__item__task_type")
-        .prefetch_related("scores")
-        .order_by("-finished_at")
-    )
-    page = Paginator(done, 25).get_page(request.GET.get("page"))
-    rows = []
-    for held in page.object_list:
-        by_position = sorted(held.scores.all(), key=lambda s: s.position)
-        rows.append(
-            {
-                "assignment": held,
-                "scores": [(review.label(s.position), s.score) for s in by_position],
-            }
-        )
-    return render(request, "grading/my_scores.html", {"page": page, "rows": rows})
+    rows, pager = review.scored_work(request.user.pk, request.GET.get("page"))
+    return render(request, "grading/my_scores.html", {"rows": rows, "pager": pager})
 
 
 @reviewer_required
