@@ -353,11 +353,27 @@ def described(response: Any, path: str, query: Mapping[str, Any], htmx: bool = F
     return text
 
 
-def failures(client: Client, path: str, queries: Iterable[Mapping[str, Any]]) -> list[str]:
+def drill_down_queries(study: Study) -> list[dict[str, Any]]:
+    """The items behind every cell: per campaign and task type, each model and reviewer."""
+    queries: list[dict[str, Any]] = []
+    for campaign in study.campaigns:
+        for code in study.task_types:
+            base = {**study.query, "campaign": campaign.public_id, "task_type": code}
+            queries.append(base)
+            queries += [{**base, "model": model} for model in study.models]
+            queries += [{**base, "reviewer": name} for name in [*study.reviewers, IDLE]]
+            queries.append({**base, "page": "2"})
+    queries += [{"task_type": code} for code in study.task_types]  # every campaign at once
+    return queries
+
+
+def failures(
+    client: Client, path: str, queries: Iterable[Mapping[str, Any]], *, fragments: bool = True
+) -> list[str]:
     """Each request that did not answer 200: the page, and its htmx fragment unless a CSV."""
     failed = []
     for query in queries:
-        for htmx in (False, True) if "csv" not in query else (False,):
+        for htmx in (False, True) if fragments and "csv" not in query else (False,):
             response = get(client, path, query, htmx=htmx)
             if response.status_code != 200:
                 failed.append(described(response, path, query, htmx))
@@ -367,43 +383,19 @@ def failures(client: Client, path: str, queries: Iterable[Mapping[str, Any]]) ->
     return failed
 
 
-def test_overview_answers_every_filter_sort_and_csv(study: Study, admin: User) -> None:
+def test_every_results_page_answers_every_filter_sort_and_csv(study: Study, admin: User) -> None:
+    """The overview (everything, and the case's campaigns chosen), each campaign's page and
+    the drill-down behind every cell: 200 for each filter, sort and CSV, page and fragment."""
     client = client_for(admin)
-    chosen = {"campaign": [c.public_id for c in study.campaigns]}
     queries = variants(study)
     failed = failures(client, reverse("results"), queries)
     # Choosing the campaigns in view matters when there are several (one is all or nothing).
+    chosen = {"campaign": [c.public_id for c in study.campaigns]}
     chosen_queries = queries if len(study.campaigns) > 1 else [study.query]
     failed += failures(client, reverse("results"), [{**q, **chosen} for q in chosen_queries])
-    assert not failed, "\n".join(failed)
-
-
-def test_campaign_pages_answer_every_filter_sort_and_csv(study: Study, admin: User) -> None:
-    client = client_for(admin)
-    failed = []
     for campaign in study.campaigns:
-        path = reverse("campaign-results", args=[campaign.public_id])
-        failed += failures(client, path, variants(study))
-    assert not failed, "\n".join(failed)
-
-
-def test_drill_down_answers_for_every_cell(study: Study, admin: User) -> None:
-    client = client_for(admin)
-    queries = []
-    for campaign in study.campaigns:
-        for code in study.task_types:
-            base = {**study.query, "campaign": campaign.public_id, "task_type": code}
-            queries.append(base)
-            queries += [{**base, "model": model} for model in study.models]
-            queries += [{**base, "reviewer": name} for name in [*study.reviewers, IDLE]]
-            queries.append({**base, "page": "2"})
-    for code in study.task_types:  # every campaign at once
-        queries.append({"task_type": code})
-    failed = []
-    for query in queries:
-        response = get(client, reverse("results-items"), query)
-        if response.status_code != 200:
-            failed.append(described(response, reverse("results-items"), query))
+        failed += failures(client, reverse("campaign-results", args=[campaign.public_id]), queries)
+    failed += failures(client, reverse("results-items"), drill_down_queries(study), fragments=False)
     assert not failed, "\n".join(failed)
 
 
