@@ -18,6 +18,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     JsonResponse,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
@@ -493,6 +494,10 @@ def _results_page(
     wanted_csv = request.GET.get("csv")
     if wanted_csv:
         return _chart_csv(figures, selection, wanted_csv, campaign)
+    chosen = request.GET.getlist("campaign") if campaign is None else []
+    # The page's sort and CSV links keep the campaigns chosen, as its filter form does.
+    link_query = QueryDict(filters.as_query(), mutable=True)
+    link_query.setlist("campaign", chosen)
     context = {
         "campaign": campaign,
         "results_open": bool(
@@ -502,7 +507,7 @@ def _results_page(
         "selection": selection,
         "charts": figures,
         "filters": filters,
-        "filter_query": filters.as_query(),
+        "filter_query": link_query.urlencode(),
         "sort": sort,
         "all_task_types": base.task_types,
         "modalities": Modality.choices,
@@ -510,7 +515,7 @@ def _results_page(
         "show_reviewers": admin,
         "min_items": comparison.MIN_ITEMS,
         "drill_url": reverse("results-items") if admin else "",
-        "chosen_campaigns": request.GET.getlist("campaign") if campaign is None else [],
+        "chosen_campaigns": chosen,
     }
     if request.htmx and request.htmx.target == "results":
         return render(request, "grading/results.html#results", context)

@@ -27,6 +27,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management import call_command
+from django.http import QueryDict
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -406,6 +407,39 @@ def test_the_shared_models_overview_shows_both_campaigns_tables(admin: User) -> 
     ids = [c.public_id for c in study.campaigns]
     html = page(client_for(admin), reverse("results"), {"campaign": ids})
     assert sorted(tables(html)) == ["run-one", "run-two"]
+
+
+def test_sort_and_csv_links_keep_the_campaigns_chosen(admin: User) -> None:
+    """On an overview of some campaigns, a sort shows the same campaigns and every CSV holds
+    only theirs: the links of the page carry the choice."""
+    cache.clear()
+    chosen = []
+    for slug, models in (("first", ["alpha", "beta"]), ("second", ["gamma", "delta"])):
+        campaign = make_campaign(slug, models)
+        add_scores(campaign, "QA", {models[0]: [[7], [8], [6]], models[1]: [[5], [6], [6]]})
+        chosen.append(campaign)
+    left_out = make_campaign("left-out", ["epsilon", "zeta"])
+    add_scores(left_out, "QA", {"epsilon": [[1], [2]], "zeta": [[3], [4]]})
+    client = client_for(admin)
+    path = reverse("results")
+    html = page(client, path, {"campaign": [c.public_id for c in chosen]})
+    assert sorted(tables(html)) == ["first", "second"]
+    links = sorted(set(re.findall(r'href="\?((?:csv|sort)=[^"]*)"', html)))
+    assert any(link.startswith("csv=") for link in links)
+    assert any(link.startswith("sort=") for link in links)
+    wrong = []
+    for link in links:
+        query = QueryDict(unescape(link))
+        response = get(client, path, query)
+        if response.status_code != 200:
+            wrong.append(described(response, path, query))
+        elif "csv" in query:
+            body = b"".join(response.streaming_content).decode()
+            if "left-out" in body or "epsilon" in body:
+                wrong.append(f"?{unescape(link)}: the CSV holds a campaign not chosen")
+        elif sorted(tables(response.content.decode())) != ["first", "second"]:
+            wrong.append(f"?{unescape(link)}: {sorted(tables(response.content.decode()))}")
+    assert not wrong, "\n".join(wrong)
 
 
 # --- Bad input ---------------------------------------------------------------------------------
