@@ -113,10 +113,7 @@ class Watcher:
                 self.note(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
             ),
         )
-        page.on(
-            "requestfailed",
-            lambda request: self.note(f"request failed: {request.url} ({request.failure})"),
-        )
+        page.on("requestfailed", self.request_failed)
         page.on(
             "response",
             lambda response: (
@@ -128,6 +125,12 @@ class Watcher:
 
     def note(self, problem: str) -> None:
         self.problems.append(f"{self.where}: {problem}")
+
+    def request_failed(self, request: Any) -> None:
+        # Leaving a page aborts what it was still loading (its icon, say): not a failure. A
+        # server error arrives as a response, a server away as another network error.
+        if request.failure != "net::ERR_ABORTED":
+            self.note(f"request failed: {request.url} ({request.failure})")
 
 
 def visit(page: Any, watcher: Watcher, url: str, screenshot: str = "") -> int:
