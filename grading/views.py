@@ -17,6 +17,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     JsonResponse,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
@@ -505,6 +506,10 @@ def _results_page(
     if wanted_csv:
         return _chart_csv(figures, selection, wanted_csv, campaign)
     review = ReviewSettings.objects.filter(campaign=campaign).first() if campaign else None
+    chosen = request.GET.getlist("campaign") if campaign is None else []
+    # The page's sort and CSV links keep the campaigns chosen, as its filter form does.
+    link_query = QueryDict(filters.as_query(), mutable=True)
+    link_query.setlist("campaign", chosen)
     context = {
         "campaign": comparison.campaign_infos([campaign])[0] if campaign else None,
         "results_open": bool(review and review.results_open),
@@ -513,7 +518,7 @@ def _results_page(
         "selection": selection,
         "charts": figures,
         "filters": filters,
-        "filter_query": filters.as_query(),
+        "filter_query": link_query.urlencode(),
         "sort": sort,
         "all_task_types": base.task_types,
         "modalities": Modality.choices,
@@ -521,7 +526,7 @@ def _results_page(
         "show_reviewers": admin,
         "min_items": comparison.MIN_ITEMS,
         "drill_url": reverse("results-items") if admin else "",
-        "chosen_campaigns": request.GET.getlist("campaign") if campaign is None else [],
+        "chosen_campaigns": chosen,
     }
     return render_page(request, "grading/results.html", context, fragments={"results"})
 
