@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db.models import Count, Max, Prefetch, Q
 from django.http import QueryDict
@@ -84,6 +85,8 @@ class Filters:
         if modality not in Modality.values:
             modality = ""
         reviewer = query.get("reviewer", "") if allow_reviewer else ""
+        if reviewer and not User.objects.filter(username=reviewer).exists():
+            reviewer = ""  # nobody by that name: everyone, as for any unknown value
         return cls(task_types=codes, modality=modality, reviewer=reviewer)
 
     def as_query(self) -> str:

@@ -453,8 +453,9 @@ def _opened_but_withheld(request: HttpRequest) -> QuerySet[Campaign]:
 @require_GET
 def results_overview(request: HtmxHttpRequest) -> HttpResponseBase:
     """Every campaign with scores side by side: the reference study's tables and charts."""
-    visible = _results_campaigns(request)
-    chosen = request.GET.getlist("campaign")
+    visible = list(_results_campaigns(request))
+    # Campaign ids that name nothing the viewer may read are ignored, like any unknown filter.
+    chosen = {c.public_id for c in visible} & set(request.GET.getlist("campaign"))
     campaigns = [c for c in visible if not chosen or c.public_id in chosen]
     withheld = 0 if is_admin(request.user) else _opened_but_withheld(request).count()
     return _results_page(request, campaigns, campaign=None, withheld=withheld)

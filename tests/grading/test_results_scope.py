@@ -278,6 +278,7 @@ def test_unknown_filter_values_are_ignored_and_unknown_csv_names_are_not_found(
     assert table_csv(client, url, modality="smell") == plain
     assert table_csv(client, url, sort="sideways") == plain
     assert table_csv(client, url, task_type="QA") == []  # exists, nothing scored: empty
-    assert table_csv(client, url, reviewer="nobody-at-all") == []
+    assert table_csv(client, url, reviewer="nobody-at-all") == plain  # no such user
+    assert table_csv(client, url, reviewer=admin.username) == []  # a user with no scores
     assert client.get(url, {"csv": "nothing-by-that-name"}).status_code == 404
     assert client.get(reverse("results"), {"campaign": "no-such-id"}).status_code == 200
