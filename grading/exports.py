@@ -27,7 +27,7 @@ from inference.generations_csv import columns, generation_rows, generations_for
 from inference.models import Campaign
 
 from .models import Export, ExportKind, ExportStatus
-from .scores_csv import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from .scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from grading.scores_csv import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from grading.scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
 from inference.csvexport import CsvExportCommand
 
 
