@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inference.csvutil import atomic_text_file, csv_lines, write_csv
-from inference.generations_csv import columns, generation_rows, generations_for
+from inference.csv_writing import atomic_text_file, csv_lines, write_csv
+from inference.generations_export import columns, generation_rows, generations_for
 from inference.models import Campaign
 
 from .models import Export, ExportKind, ExportStatus

@@ -9,7 +9,7 @@ One row per score, in the columns of `COLUMNS`:
 - `scored_at` is ISO 8601 in UTC with its offset (`2025-03-01T09:30:00.123456+00:00`).
 - `flagged` is `true` / `false`; missing timings and token counts are empty cells, never 0.
 - Rows are ordered by campaign, task type (the study's order), item, model, sample, reviewer.
-- Cells follow `inference.csvutil` (the rules of every export): numbers with at most three
+- Cells follow `inference.csv_writing` (the rules of every export): numbers with at most three
   decimals, text neutralised against formula injection.
 
 `--aggregate` writes one row per campaign × task type × model instead (`AGGREGATE_COLUMNS`); see

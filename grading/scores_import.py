@@ -23,7 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from inference.csvutil import FORMULA_TRIGGERS
+from inference.csv_writing import FORMULA_TRIGGERS
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -129,7 +129,7 @@ class ScoreImportReport:
 
 
 def restore(cell: str) -> str:
-    """Undo `csvutil.neutralise`: drop one quote in front of a formula trigger."""
+    """Undo `csv_writing.neutralise`: drop one quote in front of a formula trigger."""
     if cell.startswith("'") and cell[1:].startswith(FORMULA_TRIGGERS):
         return cell[1:]
     return cell

@@ -25,7 +25,7 @@ from django.test.utils import CaptureQueriesContext
 from grading import stats
 from grading.models import ReviewSettings, Rubric, Score
 from grading.scores_import import PLACEHOLDER_BASE_URL, PLACEHOLDER_PROMPT
-from inference.csvutil import format_number
+from inference.csv_writing import format_number
 from inference.models import (
     Campaign,
     CampaignModel,
