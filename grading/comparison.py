@@ -52,7 +52,7 @@ from inference.models import (
 
 from . import stats
 from .models import ReviewSettings, Score
-from .scores_csv import IMPORTED_SUITE_PREFIX
+from .scores_import import IMPORTED_SUITE_PREFIX
 
 MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""

@@ -22,12 +22,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inference.csvutil import atomic_text_file, csv_lines, write_csv
-from inference.generations_csv import columns, generation_rows, generations_for
+from inference.csv_writing import atomic_text_file, csv_lines, write_csv
+from inference.generations_export import columns, generation_rows, generations_for
 from inference.models import Campaign
 
 from .models import Export, ExportKind, ExportStatus
-from .scores_csv import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from .scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.access import HtmxHttpRequest
-from inference.csvutil import csv_lines
+from inference.csv_writing import csv_lines
 from inference.models import (
     Campaign,
     CampaignModel,

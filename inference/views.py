@@ -22,7 +22,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from . import dispatch
 from .access import HtmxHttpRequest, admin_required
-from .importer import FixtureError, import_fixture
+from .fixture_formats import FixtureError
+from .importer import import_fixture
 from .models import (
     Campaign,
     Generation,

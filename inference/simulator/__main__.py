@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .profiles import load_profiles
-from .server import add_arguments, run
+from .running import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,7 +193,7 @@ def command(argv: list[str]) -> None:
 def rows_only() -> None:
     """Iterate the export's rows (query + ORM conversion) without formatting or writing."""
     setup_django()
-    from grading.scores_csv import score_rows, scores_for
+    from grading.scores_export import score_rows, scores_for
 
     start = time.perf_counter()
     count = sum(1 for _ in score_rows(scores_for()))

@@ -24,8 +24,8 @@ from django.test.utils import CaptureQueriesContext
 
 from grading import stats
 from grading.models import ReviewSettings, Rubric, Score
-from grading.scores_csv import PLACEHOLDER_BASE_URL, PLACEHOLDER_PROMPT
-from inference.csvutil import format_number
+from grading.scores_import import PLACEHOLDER_BASE_URL, PLACEHOLDER_PROMPT
+from inference.csv_writing import format_number
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -834,9 +834,9 @@ def test_import_queries_do_not_grow_with_the_rows(study: dict[str, Any], tmp_pat
 def test_utf8_is_checked_across_read_boundaries(
     exported: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import grading.scores_csv
+    import grading.scores_import
 
-    monkeypatch.setattr(grading.scores_csv, "READ_SIZE", 3)  # splits every Chinese character
+    monkeypatch.setattr(grading.scores_import, "READ_SIZE", 3)  # splits every Chinese character
     good = with_cell(with_cell(exported, "campaign", "elsewhere"), "comment", "清楚, 正确 ✓")
     assert run_import(tmp_path, good)[0] == "created 1, updated 0, unchanged 1\n"
 

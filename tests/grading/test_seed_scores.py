@@ -85,7 +85,7 @@ def test_csv_is_what_the_generator_writes(tmp_path: Path) -> None:
 
 def test_generator_writes_the_columns_of_the_scores_csv() -> None:
     """The generator keeps its own copy of the columns (it needs only the standard library)."""
-    from grading.scores_csv import COLUMNS
+    from grading.scores_export import COLUMNS
 
     assert generator().COLUMNS == COLUMNS
 

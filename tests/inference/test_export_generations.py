@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from inference import csvutil
+from inference import csv_writing
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -376,7 +376,7 @@ def test_a_failed_export_leaves_no_partial_file(
         generation(study["small"], study["items"]["ar-1"], study["ernie"], sample)
     target = tmp_path / "generations.csv"
     target.write_text("the previous export\n", encoding="utf-8")
-    real_format_cell = csvutil.format_cell
+    real_format_cell = csv_writing.format_cell
     cells = 0
 
     def failing_format_cell(value: object) -> str:
@@ -386,7 +386,7 @@ def test_a_failed_export_leaves_no_partial_file(
             raise RuntimeError("database went away")
         return real_format_cell(value)
 
-    monkeypatch.setattr(csvutil, "format_cell", failing_format_cell)
+    monkeypatch.setattr(csv_writing, "format_cell", failing_format_cell)
 
     with pytest.raises(RuntimeError, match="database went away"):
         call_command(
@@ -466,4 +466,4 @@ def test_query_count_does_not_grow_with_the_generations(
     ],
 )
 def test_format_cell(value: object, cell: str) -> None:
-    assert csvutil.format_cell(value) == cell
+    assert csv_writing.format_cell(value) == cell

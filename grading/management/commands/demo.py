@@ -24,7 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from grading.roles import reviewers_group
-from grading.scores_csv import IMPORTED_SUITE_PREFIX
+from grading.scores_import import IMPORTED_SUITE_PREFIX
 
 CREDENTIALS_FILE = "demo-credentials.txt"
 

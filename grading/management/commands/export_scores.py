@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from grading.scores_csv import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
-from inference.csvexport import CsvExportCommand
+from grading.scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from inference.csv_export_command import CsvExportCommand
 
 
 class Command(CsvExportCommand):

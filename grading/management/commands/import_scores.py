@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from grading.scores_csv import REQUIRED_COLUMNS, ScoreImportError, load_scores
+from grading.scores_import import REQUIRED_COLUMNS, ScoreImportError, load_scores
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from inference.csvexport import CsvExportCommand
-from inference.generations_csv import columns, generation_rows, generations_for
+from inference.csv_export_command import CsvExportCommand
+from inference.generations_export import columns, generation_rows, generations_for
 
 
 class Command(CsvExportCommand):

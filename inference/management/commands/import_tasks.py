@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from inference.importer import FixtureError, import_fixture
+from inference.fixture_formats import FixtureError
+from inference.importer import import_fixture
 
 T = TypeVar("T")
 PROGRESS_FROM = 200

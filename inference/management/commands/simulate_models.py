@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference.simulator.profiles import load_profiles
-from inference.simulator.server import add_arguments, run
+from inference.simulator.running import add_arguments, run
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ offers for download.
 
 One row per generation, in the columns of `COLUMNS` (plus `TEXT_COLUMNS` with the answers'
 text), ordered by campaign, task type (the study's order), item, model and sample. Cells follow
-`inference.csvutil`.
+`inference.csv_writing`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from .csvutil import output_stream, write_csv
+from .csv_writing import output_stream, write_csv
 from .models import Campaign
 
 

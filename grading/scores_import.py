@@ -1,21 +1,7 @@
-"""The scores CSV (DESIGN §4.2): what `export_scores` writes and `import_scores` reads back.
+"""The scores CSV's bulk import (DESIGN §4.2): what `import_scores` reads back.
 
-Export, one row per score, in the columns of `COLUMNS`:
-
-- `task_type` is the canonical code, `model` the endpoint's slug, `reviewer` the username (or,
-  anonymised, `reviewer-1`, `reviewer-2`… numbered in order of first appearance within that one
-  export, so the same person keeps one pseudonym throughout a file but not across files).
-- `position` is the 0-based position the answer was shown at (0 = "A", 1 = "B", …).
-- `scored_at` is ISO 8601 in UTC with its offset (`2025-03-01T09:30:00.123456+00:00`).
-- `flagged` is `true` / `false`; missing timings and token counts are empty cells, never 0.
-- Rows are ordered by campaign, task type (the study's order), item, model, sample, reviewer.
-- Cells follow `inference.csvutil` (the rules of every export): numbers with at most three
-  decimals, text neutralised against formula injection.
-
-`--aggregate` writes one row per campaign × task type × model instead (`AGGREGATE_COLUMNS`); see
-`aggregate_rows` for the statistics.
-
-Import (`import_scores`) reads the per-score format back; see `load_scores`.
+It reads the per-score format `grading.scores_export` writes (`COLUMNS`, of which
+`REQUIRED_COLUMNS` must be present); see `load_scores`.
 """
 
 from __future__ import annotations
@@ -28,17 +14,16 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import groupby, islice
+from itertools import islice
 from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 from django.contrib.auth.models import User
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from inference.csvutil import FORMULA_TRIGGERS
+from inference.csv_writing import FORMULA_TRIGGERS
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -53,139 +38,8 @@ from inference.models import (
     validate_slug,
 )
 
-from . import stats
 from .models import ReviewSettings, Rubric, Score
-
-COLUMNS = (
-    "campaign",
-    "matchup",
-    "task_type",
-    "item_id",
-    "model",
-    "sample",
-    "reviewer",
-    "score",
-    "comment",
-    "flagged",
-    "position",
-    "scored_at",
-    "rubric_version",
-    "ttft_ms",
-    "response_time_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "reasoning_tokens",
-    "decode_tps",
-    "e2e_tps",
-    "finish_reason",
-    "usage_source",
-)
-# The field each column is read from, in the order of COLUMNS.
-FIELDS = (
-    "generation__campaign__slug",
-    "generation__campaign__matchup",
-    "generation__item__task_type__code",
-    "generation__item__external_id",
-    "generation__endpoint__slug",
-    "generation__sample",
-    "reviewer__username",
-    "score",
-    "comment",
-    "flagged",
-    "position",
-    "scored_at",
-    "rubric__version",
-    "generation__ttft_ms",
-    "generation__response_time_ms",
-    "generation__prompt_tokens",
-    "generation__completion_tokens",
-    "generation__total_tokens",
-    "generation__reasoning_tokens",
-    "generation__decode_tps",
-    "generation__e2e_tps",
-    "generation__finish_reason",
-    "generation__usage_source",
-)
-ORDER = (
-    "generation__campaign__slug",
-    "generation__item__task_type__position",
-    "generation__item__external_id",
-    "generation__endpoint__slug",
-    "generation__sample",
-    "reviewer__username",
-)
-REVIEWER_COLUMN = COLUMNS.index("reviewer")
-CHUNK_SIZE = 2000
-
-AGGREGATE_COLUMNS = (
-    "campaign",
-    "task_type",
-    "model",
-    "items",
-    "scores",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "median",
-    "std",
-    "min",
-    "max",
-)
-
-
-def scores_for(campaigns: list[str] | None = None) -> QuerySet[Score]:
-    """Every score, or those of the named campaigns, in export order."""
-    scores = Score.objects.order_by(*ORDER)
-    if campaigns:
-        scores = scores.filter(generation__campaign__slug__in=campaigns)
-    return scores
-
-
-def score_rows(scores: QuerySet[Score], *, anonymize: bool = False) -> Iterator[tuple[Any, ...]]:
-    """The export's rows, streamed in one query whatever their number.
-
-    With `anonymize`, each username is replaced by `reviewer-N`, N counting distinct reviewers
-    in order of first appearance in this export.
-    """
-    rows: Iterator[tuple[Any, ...]] = scores.values_list(*FIELDS).iterator(chunk_size=CHUNK_SIZE)
-    if not anonymize:
-        yield from rows
-        return
-    pseudonyms: dict[str, str] = {}
-    for row in rows:
-        username = row[REVIEWER_COLUMN]
-        pseudonym = pseudonyms.setdefault(username, f"reviewer-{len(pseudonyms) + 1}")
-        yield (*row[:REVIEWER_COLUMN], pseudonym, *row[REVIEWER_COLUMN + 1 :])
-
-
-# --- Aggregates ------------------------------------------------------------------------------
-
-
-def aggregate_rows(scores: QuerySet[Score]) -> Iterator[tuple[Any, ...]]:
-    """One row per campaign × task type × model (`AGGREGATE_COLUMNS`), in one query.
-
-    The figures are `grading.stats.summarise`'s, the very ones the comparison pages show.
-    """
-    rows = scores.order_by(*ORDER[:2], "generation__endpoint__slug").values_list(
-        "generation__campaign__slug",
-        "generation__item__task_type__code",
-        "generation__endpoint__slug",
-        "generation__item_id",
-        "score",
-    )
-    for (campaign, task_type, model), group in groupby(
-        rows.iterator(chunk_size=CHUNK_SIZE), key=lambda row: row[:3]
-    ):
-        item_scores: dict[int, list[int]] = {}
-        for *_, item, score in group:
-            item_scores.setdefault(item, []).append(score)
-        s = stats.summarise(item_scores)
-        yield (campaign, task_type, model, s.items, s.scores, s.mean, s.ci_low, s.ci_high,
-               s.median, s.std, s.min, s.max)  # fmt: skip
-
-
-# --- Import ----------------------------------------------------------------------------------
+from .scores_export import COLUMNS
 
 REQUIRED_COLUMNS = ("campaign", "task_type", "item_id", "model", "reviewer", "score")
 PLACEHOLDER_PROMPT = "(imported score; prompt not available)"
@@ -275,7 +129,7 @@ class ScoreImportReport:
 
 
 def restore(cell: str) -> str:
-    """Undo `csvutil.neutralise`: drop one quote in front of a formula trigger."""
+    """Undo `csv_writing.neutralise`: drop one quote in front of a formula trigger."""
     if cell.startswith("'") and cell[1:].startswith(FORMULA_TRIGGERS):
         return cell[1:]
     return cell
