@@ -1,8 +1,8 @@
 """A campaign's CSV exports from the web (DESIGN §4.2, §4.4): the commands' bytes, downloaded.
 
 Rows come from the very functions the commands use (`grading.scores_export`,
-`inference.generations_export`) and are written by `inference.csv_writing`, so a download is byte for
-byte what `export_scores --campaign SLUG` (or `export_generations`) writes.
+`inference.generations_export`) and are written by `inference.csv_writing`, so a download is
+byte for byte what `export_scores --campaign SLUG` (or `export_generations`) writes.
 
 An export reading up to `settings.EXPORT_INLINE_MAX_ROWS` rows streams straight back
 (`csv_chunks`). A larger one becomes an `Export` that a Celery worker writes to
