@@ -401,7 +401,8 @@ def _answer_and_score(
     scores by `people`; returns how many it gave."""
     items = list(made.suite.items.select_related("task_type"))
     codes = sorted({item.task_type.code for item in items})
-    chosen = set(rng.sample(codes, rng.randint(1, len(codes))))
+    # Sorted, not a set: the draws below must not follow the hash seed.
+    chosen = sorted(rng.sample(codes, rng.randint(1, len(codes))))
     timed = rng.random() > 0.25
     if not timed:
         features.add("no_timings")
