@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from grading.models import ReviewSettings, Rubric, Score
 from grading.roles import reviewers_group
-from grading.scores_csv import IMPORTED_SUITE_PREFIX
+from grading.scores_import import IMPORTED_SUITE_PREFIX
 from inference.models import (
     Campaign,
     CampaignModel,

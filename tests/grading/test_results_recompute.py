@@ -24,7 +24,7 @@ Scope (DESIGN §7, "Scope of a figure"):
   scores only (speed figures are about answers, not scores, and do not change with it).
 - `export_scores --aggregate` has one row per campaign × task type × model, campaign-scoped.
 
-CSV cells carry three decimals; the test widens them (`inference.csvutil.FLOAT_DECIMALS`) so
+CSV cells carry three decimals; the test widens them (`inference.csv_writing.FLOAT_DECIMALS`) so
 every figure compares to 1e-9, bootstrap intervals included: they are recomputed with
 `scipy.stats.bootstrap` as `grading.stats`'s docstring documents them (Hesterberg's expanded
 percentile level, `RESAMPLES` resamples from `numpy.random.default_rng(SEED)` over the sorted
@@ -68,7 +68,7 @@ from django.db import transaction
 from django.test import Client
 from scipy import stats
 
-from inference import csvutil
+from inference import csv_writing
 from inference.models import TaskType
 from tests.builders import FEATURES, Study, StudyCampaign, random_study
 from tests.conftest import logged_in
@@ -755,7 +755,7 @@ def report(problems: Mapping[int, list[Problem]], studies: int) -> str:
 def test_results_pages_and_csvs_equal_a_recomputation_from_the_exports(
     admin: User, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(csvutil, "FLOAT_DECIMALS", CSV_DECIMALS)
+    monkeypatch.setattr(csv_writing, "FLOAT_DECIMALS", CSV_DECIMALS)
     # A page that raises is reported with where it raised; its logged traceback, once per
     # request and study, would bury the report.
     caplog.set_level(logging.CRITICAL, logger="django.request")
