@@ -41,7 +41,7 @@ from inference.models import (
     TaskType,
 )
 
-from . import assignment, charts, comparison, exports, review
+from . import assignment, charts, comparison, exports, freshness, review
 from .markdown import render_markdown
 from .models import (
     Assignment,
@@ -487,7 +487,10 @@ def _results_page(
     admin = is_admin(request.user)
     filters = comparison.Filters.from_query(request.GET, allow_reviewer=admin)
     sort = request.GET.get("sort", "type")
-    base = comparison.load(campaigns, reviewer=filters.reviewer, scored_only=campaign is None)
+    current = freshness.figures(campaigns, reviewer=filters.reviewer, scored_only=campaign is None)
+    if current.stale and request.htmx and request.htmx.trigger == "freshness":
+        return HttpResponse(status=204)  # the status line's poll: nothing new to show yet
+    base = current.base
     selection = comparison.select(base, filters, sort=sort)
     figures = charts.charts(selection)
     wanted_csv = request.GET.get("csv")
@@ -500,6 +503,7 @@ def _results_page(
             and ReviewSettings.objects.filter(campaign=campaign, results_open=True).exists()
         ),
         "selection": selection,
+        "freshness": current,
         "charts": figures,
         "filters": filters,
         "filter_query": filters.as_query(),
