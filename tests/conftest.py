@@ -215,8 +215,21 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProces
             worker.process.wait()
 
 
+def _runs_in_a_transaction(item: Any) -> bool:
+    marker = item.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        return True
+    return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Tests needing Redis skip with a reason when REDIS_URL is not set."""
+    """Transactional tests run after the others; tests needing Redis skip with a reason when
+    REDIS_URL is not set."""
+    # A transactional test flushes every table when it ends, the migrated reference data (task
+    # types, the rubric) included. pytest-django runs them last for that reason, but
+    # pytest-randomly shuffles after it: put them last again. The sort is stable, so the
+    # random order stays within each group.
+    items.sort(key=_runs_in_a_transaction)
     if os.environ.get("REDIS_URL"):
         return
     skip = pytest.mark.skip(reason="REDIS_URL is not set")
