@@ -37,7 +37,9 @@ again with the default file-based cache:
                score's commit until a poll is answered with the fresh figures (polled every
                0.1 s here; the page polls every 2 s, which adds up to 2 s for a person); and the
                cost of the rebuild itself (its own log line). Twice: rebuilds in a thread of
-               the web process (no worker), then in a real Celery worker process
+               the web process (no worker), then in a real Celery worker process. Beforehand,
+               `--reps` times, the first request with no rebuild running anywhere (diagnostic:
+               this code's own cost, without the rebuild competing for the CPU)
   breakdown    the parts of a warm request, and of `comparison.build` (its two big queries,
                each statistic of `grading.stats` summed over its calls)
 
@@ -466,7 +468,9 @@ def measure(reps: int, cold_reps: int, score_reps: int, label: str) -> dict[str,
         )
 
     # A score arrives: the next requests answer from the previous figures while one rebuild
-    # runs, first in a thread of this process, then in a Celery worker process.
+    # runs, first in a thread of this process, then in a Celery worker process (and, to tell
+    # this code's cost from the rebuild's competition for the CPU, with no rebuild at all).
+    nothing_competing(client, overview, record, reps)
     fresh = {
         "thread": new_scores(client, overview, record, score_reps, worker=False),
         "worker": new_scores(client, overview, record, score_reps, worker=True),
@@ -622,19 +626,59 @@ def start_worker(queue: str, log: Path) -> subprocess.Popen[str]:
     return process
 
 
+def score_one() -> None:
+    """reviewer00 scores an unscored answer, as the review page would."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from grading.models import ReviewSettings, Rubric, Score
+    from inference.models import Generation, GenerationStatus
+
+    generation = (
+        Generation.objects.filter(status=GenerationStatus.SUCCEEDED, scores__isnull=True)
+        .order_by("pk")
+        .first()
+    )
+    assert generation is not None
+    Score.objects.create(
+        generation=generation, reviewer=User.objects.get(username="reviewer00"), score=7,
+        position=0, rubric=Rubric.objects.current(), scored_at=timezone.now(),
+    )  # fmt: skip
+    ReviewSettings.objects.scores_changed([generation.campaign_id])
+
+
+def nothing_competing(client: Any, url: str, record: Recorder, reps: int) -> None:
+    """Diagnostic: the first request after a new score when no rebuild competes for the CPU
+    (the claim is made, but the rebuild goes to a queue nobody reads, its watcher told to wait
+    an hour, and the claim is dropped afterwards, which stops the watcher)."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from grading import freshness
+    from grading.models import FigureBuild
+
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"bench-nobody-{os.getpid()}"
+    wait_s, settings.RESULTS_WORKER_START_S = settings.RESULTS_WORKER_START_S, 3600
+    cache.delete(freshness.WORKER_KEY)
+    name = "first request after a new score (no rebuild running)"
+    for _ in range(reps):
+        score_one()
+        first = record.timed(name, lambda: client.get(url))
+        assert b'id="freshness"' in first.content, "the first request was not stale"
+        FigureBuild.objects.all().delete()
+    settings.RESULTS_WORKER_START_S = wait_s
+
+
 def new_scores(
     client: Any, url: str, record: Recorder, reps: int, *, worker: bool
 ) -> dict[str, list[float]]:
     """Score `reps` times; each time, time the first request, the status polls while updating
     (ms), the seconds until the fresh figures are served and the rebuild's own cost."""
     from django.conf import settings
-    from django.contrib.auth.models import User
     from django.core.cache import cache
-    from django.utils import timezone
 
     from grading import freshness
-    from grading.models import FigureBuild, ReviewSettings, Rubric, Score
-    from inference.models import Generation, GenerationStatus
+    from grading.models import FigureBuild
 
     runner = "worker" if worker else "thread"
     queue = f"bench-rebuild-{os.getpid()}-{runner}"
@@ -649,23 +693,11 @@ def new_scores(
         process = start_worker(queue, log)
     else:
         cache.set(freshness.WORKER_KEY, "", 3600)  # no worker answers: threads at once
-    rubric = Rubric.objects.current()
-    reviewer = User.objects.get(username="reviewer00")
     until_fresh: list[float] = []
     polls: list[float] = []
     try:
         for _ in range(reps):
-            generation = (
-                Generation.objects.filter(status=GenerationStatus.SUCCEEDED, scores__isnull=True)
-                .order_by("pk")
-                .first()
-            )
-            assert generation is not None
-            Score.objects.create(
-                generation=generation, reviewer=reviewer, score=7, position=0,
-                rubric=rubric, scored_at=timezone.now(),
-            )  # fmt: skip
-            ReviewSettings.objects.scores_changed([generation.campaign_id])
+            score_one()
             scored = time.perf_counter()
             first = record.timed(
                 f"first request after a new score ({runner})", lambda: client.get(url)
@@ -820,6 +852,7 @@ def main() -> None:
         "htmx filter task_type=MT",
         "first request after a new score (worker)",
         "first request after a new score (thread)",
+        "first request after a new score (no rebuild running)",
     ):
         print("  " + verdict(big, name))
     for runner, found in big["fresh"].items():
