@@ -36,7 +36,7 @@ continuity corrections.
 Each study checks the unfiltered overview and every campaign page, then `FILTERED_PAGES` random
 filters; each page's HTML, its `?csv=table` and a sample of its chart CSVs (see
 `CHARTS_PER_PAGE`), and one htmx request. `GRADEBENCH_RECOMPUTE_STUDIES` sets the number of
-studies (default `DEFAULT_STUDIES`: about 45 s of CPU on SQLite); `GRADEBENCH_RECOMPUTE_SEED=N`
+studies (default `DEFAULT_STUDIES`: 45 s on SQLite, 2 idle cores); `GRADEBENCH_RECOMPUTE_SEED=N`
 runs the one study of seed N, as the failure message suggests; `GRADEBENCH_RECOMPUTE_EVERY_CSV=1`
 compares every chart CSV of every page. `tests/benchmarks/bench_recompute_soak.py` runs 2,000.
 """
@@ -73,7 +73,7 @@ from inference.models import TaskType
 from tests.builders import FEATURES, Study, StudyCampaign, random_study
 from tests.conftest import logged_in
 
-DEFAULT_STUDIES = 150
+DEFAULT_STUDIES = 200
 MIN_STUDIES_FOR_COVERAGE = 100
 """From this many studies on, every messy case of `random_study` must have been drawn, every
 rule of the Wilcoxon test used and every CSV compared on some rows."""
