@@ -137,14 +137,17 @@ def request_export(
     from .workers import worker_responds
 
     anonymize = anonymize and kind == ExportKind.SCORES
-    waiting = Export.objects.filter(
-        campaign=campaign,
-        kind=kind,
-        bom=bom,
-        anonymize_reviewers=anonymize,
-        status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING],
-        created_at__gte=timezone.now() - timedelta(seconds=DOUBLE_SUBMIT_S),
-    ).first()
+    waiting = (
+        Export.objects.active()
+        .filter(
+            campaign=campaign,
+            kind=kind,
+            bom=bom,
+            anonymize_reviewers=anonymize,
+            created_at__gte=timezone.now() - timedelta(seconds=DOUBLE_SUBMIT_S),
+        )
+        .first()
+    )
     if waiting is not None:
         return waiting
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
@@ -208,9 +211,7 @@ def run_export(export_id: int) -> str:
 
 def prune(campaign: Campaign, keep: int = KEEP_PER_CAMPAIGN) -> int:
     """Delete the campaign's finished exports but the newest `keep`, files and all."""
-    finished = Export.objects.filter(
-        campaign=campaign, status__in=[ExportStatus.DONE, ExportStatus.FAILED]
-    ).order_by("-created_at", "-pk")
+    finished = Export.objects.finished().filter(campaign=campaign).order_by("-created_at", "-pk")
     old = list(finished[keep:])
     for export in old:
         path_of(export).unlink(missing_ok=True)

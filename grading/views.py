@@ -109,10 +109,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def _own_assignment(request: HttpRequest, public_id: str) -> Assignment:
     """The reviewer's own assignment, or 404 (never someone else's, never a hint it exists)."""
     return get_object_or_404(
-        Assignment.objects.select_related("unit"),
+        Assignment.objects.live().select_related("unit"),
         public_id=public_id,
         reviewer_id=request.user.pk,
-        status__in=[AssignmentStatus.RESERVED, AssignmentStatus.SUBMITTED],
     )
 
 
@@ -202,13 +201,9 @@ def _next_page(request: HtmxHttpRequest) -> HttpResponse:
 
 def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str, int]:
     """The reviewer's own progress, and the progress of the campaign of the current item."""
-    scored = Assignment.objects.filter(
-        reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED
-    ).count()
+    scored = Assignment.objects.submitted().filter(reviewer_id=request.user.pk).count()
     available = assignment.available_count(request.user)
-    reserved = Assignment.objects.filter(
-        reviewer_id=request.user.pk, status=AssignmentStatus.RESERVED
-    ).count()
+    reserved = Assignment.objects.reserved().filter(reviewer_id=request.user.pk).count()
     progress = {
         "scored": scored,
         "available": available,
@@ -306,9 +301,11 @@ def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.success(request, f"Released {released} item(s) to reviewers, names masked.")
         return redirect("held-items", public_id=campaign.public_id)
     units = list(held.order_by("item__external_id")[:200])
-    answers = Generation.objects.filter(
-        campaign=campaign, item_id__in=[u.item_id for u in units], status="succeeded"
-    ).select_related("endpoint")
+    answers = (
+        Generation.objects.succeeded()
+        .filter(campaign=campaign, item_id__in=[u.item_id for u in units])
+        .select_related("endpoint")
+    )
     by_item: dict[int, list[Generation]] = {}
     for generation in answers:
         by_item.setdefault(generation.item_id, []).append(generation)

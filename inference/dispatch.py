@@ -81,9 +81,7 @@ def launch(campaign: Campaign) -> int:
 def cancel(campaign: Campaign) -> int:
     """Cancel what has not finished; running requests stop at their next chunk."""
     with transaction.atomic():
-        count = campaign.generations.filter(
-            status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
-        ).update(
+        count = campaign.generations.in_flight().update(
             status=GenerationStatus.CANCELLED,
             error="cancelled by an admin",
             finished_at=timezone.now(),
@@ -96,9 +94,7 @@ def cancel(campaign: Campaign) -> int:
 def retry_failed(campaign: Campaign) -> int:
     """Queue failed (and cancelled) generations again; their previous error is kept until then."""
     with transaction.atomic():
-        count = campaign.generations.filter(
-            status__in=[GenerationStatus.FAILED, GenerationStatus.CANCELLED]
-        ).update(
+        count = campaign.generations.retryable().update(
             status=GenerationStatus.QUEUED,
             enqueued_at=None,
             claim_token="",
@@ -253,10 +249,7 @@ def _take_next(endpoint_id: int) -> Generation | None:
 
 
 def _close_campaign_if_done(campaign_id: int) -> None:
-    busy = Generation.objects.filter(
-        campaign_id=campaign_id,
-        status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING],
-    ).exists()
+    busy = Generation.objects.in_flight().filter(campaign_id=campaign_id).exists()
     if not busy:
         Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING).update(
             status=CampaignStatus.FINISHED

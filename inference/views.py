@@ -25,6 +25,7 @@ from .access import HtmxHttpRequest, admin_required
 from .fixture_formats import FixtureError
 from .importer import import_fixture
 from .models import (
+    FINISHED_STATUSES,
     Campaign,
     Generation,
     GenerationStatus,
@@ -40,7 +41,6 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 UPLOAD_TTL_S = 24 * 3600
 PREVIEW_ROWS = 10
 SESSION_KEY = "pending-imports"
-FINISHED_STATES = [GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED]
 
 
 @admin_required
@@ -193,16 +193,7 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def campaigns(request: HttpRequest) -> HttpResponse:
     """Every campaign with its run status, from one aggregate query."""
-    rows = (
-        Campaign.objects.select_related("suite")
-        .annotate(
-            total=Count("generations"),
-            done=Count("generations", filter=Q(generations__status__in=FINISHED_STATES)),
-            failed=Count("generations", filter=Q(generations__status=GenerationStatus.FAILED)),
-            simulated=Count("generations", filter=Q(generations__simulated=True)),
-        )
-        .order_by("slug")
-    )
+    rows = Campaign.objects.select_related("suite").with_run_counts().order_by("slug")
     return render(request, "inference/campaigns.html", {"campaigns": rows})
 
 
@@ -245,7 +236,7 @@ def run_progress(campaign: Campaign) -> dict[str, object]:
     for member in members:
         row = by_endpoint.get(member.endpoint_id, {"total": 0, "last_minute": 0})
         total = row.get("total", 0)
-        finished = sum(row.get(state, 0) for state in FINISHED_STATES)
+        finished = sum(row.get(state, 0) for state in FINISHED_STATUSES)
         remaining = total - finished
         rate = row.get("last_minute", 0)  # per minute
         models.append(
@@ -269,9 +260,7 @@ def run_progress(campaign: Campaign) -> dict[str, object]:
         .only("public_id", "error", "finished_at", "endpoint__slug", "item__external_id")
         .order_by("-finished_at")[:8]
     )
-    active = campaign.generations.filter(
-        status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
-    ).exists()
+    active = campaign.generations.in_flight().exists()
     return {
         "campaign": campaign,
         "models": models,
