@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -181,19 +181,25 @@ def claim(generation_id: int) -> Generation | None:
             # No slot: let a finishing generation enqueue this one again.
             Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
             return None
-        token = secrets.token_hex(8)
-        moved = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
-            status=GenerationStatus.RUNNING,
-            claim_token=token,
-            lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
-            started_at=now,
-            worker=HOSTNAME,
-            enqueued_at=None,
-        )
-        if moved != 1:
+        if not _claim_queued(generation_id, now):
             return None
     generation.refresh_from_db()
     return generation
+
+
+def _claim_queued(generation_id: int, now: datetime) -> bool:
+    """The claim itself: move a queued generation to running for this worker, with a new claim
+    token and a lease from `now`. False when it was not queued any more (someone else took it,
+    or it was cancelled)."""
+    moved = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+        status=GenerationStatus.RUNNING,
+        claim_token=secrets.token_hex(8),
+        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
+        started_at=now,
+        worker=HOSTNAME,
+        enqueued_at=None,
+    )
+    return moved == 1
 
 
 def finish(
@@ -235,17 +241,7 @@ def _take_next(endpoint_id: int) -> Generation | None:
     candidate = waiting.only("pk").first()
     if candidate is None:
         return None
-    now = timezone.now()
-    token = secrets.token_hex(8)
-    moved = Generation.objects.filter(pk=candidate.pk, status=GenerationStatus.QUEUED).update(
-        status=GenerationStatus.RUNNING,
-        claim_token=token,
-        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
-        started_at=now,
-        worker=HOSTNAME,
-        enqueued_at=None,
-    )
-    return candidate if moved else None
+    return candidate if _claim_queued(candidate.pk, timezone.now()) else None
 
 
 def _close_campaign_if_done(campaign_id: int) -> None:
