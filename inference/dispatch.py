@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Q
@@ -35,6 +36,8 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
+RUN_GENERATION = "inference.run_generation"
+"""The name of the task in `tasks.py` that runs a generation (task names are a contract)."""
 
 
 # --- Launching -------------------------------------------------------------------------------
@@ -148,13 +151,12 @@ def pump(endpoint_ids: Iterable[int]) -> int:
 
 
 def _enqueue(ids: list[int]) -> None:
-    from .tasks import run_generation
-
     # The queue is read at call time so a deployment (or a test) can point it elsewhere.
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     for position, pk in enumerate(ids):
         try:
-            run_generation.apply_async(args=(pk,), queue=queue)
+            # By name: the task module imports this one, so this one does not import it back.
+            current_app.send_task(RUN_GENERATION, args=(pk,), queue=queue, ignore_result=True)
         except Exception:
             # The broker is away (restarting, unreachable): leave these for the next sweep.
             logger.warning("broker unavailable; will enqueue later", exc_info=True)
