@@ -5,30 +5,25 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import dispatch
+from . import dispatch, progress
 from .access import HtmxHttpRequest, admin_required
 from .fixture_formats import FixtureError
 from .importer import import_fixture
 from .models import (
-    FINISHED_STATUSES,
     Campaign,
     Generation,
-    GenerationStatus,
     Suite,
     TaskImage,
     TaskItem,
@@ -213,65 +208,8 @@ def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
                 request, f"Queued {dispatch.retry_failed(campaign)} generations again."
             )
         return redirect("campaign-run", public_id=campaign.public_id)
-    context = run_progress(campaign)
+    context = progress.run_progress(campaign)
     return render_page(request, "inference/campaign_run.html", context, fragments={"progress"})
-
-
-def run_progress(campaign: Campaign) -> dict[str, object]:
-    """Per-model counts by status, rate over the last minute, ETA and the latest errors."""
-    now = timezone.now()
-    recent = now - timedelta(seconds=60)
-    members = list(campaign.members.select_related("endpoint").order_by("position"))
-    counts = (
-        campaign.generations.values("endpoint_id")
-        .annotate(
-            **{state: Count("pk", filter=Q(status=state)) for state in GenerationStatus.values},
-            last_minute=Count("pk", filter=Q(finished_at__gte=recent)),
-            total=Count("pk"),
-        )
-        .order_by()
-    )
-    by_endpoint: dict[int, dict[str, Any]] = {row["endpoint_id"]: dict(row) for row in counts}
-    models: list[dict[str, Any]] = []
-    for member in members:
-        row = by_endpoint.get(member.endpoint_id, {"total": 0, "last_minute": 0})
-        total = row.get("total", 0)
-        finished = sum(row.get(state, 0) for state in FINISHED_STATUSES)
-        remaining = total - finished
-        rate = row.get("last_minute", 0)  # per minute
-        models.append(
-            {
-                "endpoint": member.endpoint,
-                "override": member.params_override,
-                "total": total,
-                "counts": {state: row.get(state, 0) for state in GenerationStatus.values},
-                "percent": {
-                    state: (100.0 * row.get(state, 0) / total if total else 0.0)
-                    for state in GenerationStatus.values
-                },
-                "rate_per_min": rate,
-                "eta_min": (remaining / rate) if rate and remaining else None,
-                "remaining": remaining,
-            }
-        )
-    errors = (
-        campaign.generations.filter(status=GenerationStatus.FAILED)
-        .select_related("endpoint", "item")
-        .only("public_id", "error", "finished_at", "endpoint__slug", "item__external_id")
-        .order_by("-finished_at")[:8]
-    )
-    active = campaign.generations.in_flight().exists()
-    return {
-        "campaign": campaign,
-        "models": models,
-        "errors": errors,
-        "active": active,
-        "launched": any(model["total"] for model in models),
-        # Work waits but nothing runs or finishes: most likely no worker is up.
-        "stalled": active and not any(m["counts"]["running"] or m["rate_per_min"] for m in models),
-        "simulated": campaign.generations.filter(simulated=True).exists(),
-        "fairness": [m for m in models if m["override"]],
-    }
 
 
 @admin_required
