@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import time
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -17,10 +11,9 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import dispatch, progress
+from . import dispatch, progress, uploads
 from .access import HtmxHttpRequest, admin_required
 from .fixture_formats import FixtureError
-from .importer import import_fixture
 from .models import (
     Campaign,
     Generation,
@@ -30,12 +23,6 @@ from .models import (
     TaskType,
 )
 from .pages import HttpResponseClientRedirect, render_page
-
-UPLOAD_SUFFIXES = (".json", ".jsonl", ".csv", ".zip")
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-UPLOAD_TTL_S = 24 * 3600
-PREVIEW_ROWS = 10
-SESSION_KEY = "pending-imports"
 
 
 @admin_required
@@ -93,92 +80,44 @@ def image(request: HttpRequest, public_id: str, variant: str = "full") -> HttpRe
     return response
 
 
-def _upload_dir() -> Path:
-    folder = Path(settings.VAR_DIR) / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _forget_stale_uploads(folder: Path) -> None:
-    cutoff = time.time() - UPLOAD_TTL_S
-    for path in folder.iterdir():
-        if path.stat().st_mtime < cutoff:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-
-
 @admin_required
 @require_http_methods(["GET", "POST"])
 def import_items(request: HtmxHttpRequest) -> HttpResponse:
-    """Upload a fixture, preview it as a dry run, then confirm.
-
-    The uploaded file waits in var/uploads under a random token that only this admin's session
-    knows, so confirming imports exactly what was previewed.
-    """
+    """Upload a fixture, preview it as a dry run, then confirm (see `inference.uploads`)."""
     context: dict[str, object] = {"suites": Suite.objects.order_by("name")}
     if request.method == "GET":
         return render(request, "inference/import.html", context)
-
-    pending: dict[str, dict[str, str]] = request.session.get(SESSION_KEY, {})
     if "confirm" in request.POST:
-        token = request.POST.get("token", "")
-        upload = pending.pop(token, None)
-        request.session[SESSION_KEY] = pending
-        if upload is None or not Path(upload["path"]).exists():
-            context["errors"] = [
-                "This preview has expired or was already imported; upload the file again."
-            ]
-            return render_page(request, "inference/import.html", context, fragments={"result"})
-        path = Path(upload["path"])
-        try:
-            report = import_fixture(path, suite=upload["suite"] or None)
-        except FixtureError as error:
-            context["errors"] = error.problems
-            return render_page(request, "inference/import.html", context, fragments={"result"})
-        finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
-        messages.success(request, f"Suite {report.suite}: {report.summary()}.")
-        url = f"{reverse('items')}?{urlencode({'suite': report.suite})}"
-        if request.htmx:
-            return HttpResponseClientRedirect(url)
-        return redirect(url)
-
-    uploaded = request.FILES.get("file")
+        return _confirm_import(request, context)
     suite = request.POST.get("suite", "").strip()
     context["suite"] = suite
-    if uploaded is None:
-        context["errors"] = ["Choose a .json, .jsonl, .csv or .zip file to import."]
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-    name = Path(uploaded.name or "upload").name
-    if not name.lower().endswith(UPLOAD_SUFFIXES):
-        context["errors"] = [f"{name}: expected a .json, .jsonl, .csv or .zip file."]
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-    if uploaded.size and uploaded.size > MAX_UPLOAD_BYTES:
-        context["errors"] = [f"{name}: larger than {MAX_UPLOAD_BYTES // 1024**2} MB."]
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-
-    folder = _upload_dir()
-    _forget_stale_uploads(folder)
-    token = secrets.token_urlsafe(16)
-    target_dir = folder / token
-    target_dir.mkdir()
-    path = target_dir / name
-    with path.open("wb") as handle:
-        for chunk in uploaded.chunks():
-            handle.write(chunk)
     try:
-        report = import_fixture(path, suite=suite or None, dry_run=True, preview_rows=PREVIEW_ROWS)
+        upload = uploads.keep(request.FILES.get("file"), suite=suite)
+        context["filename"] = upload.filename
+        context["report"] = uploads.preview(upload)
     except FixtureError as error:
-        shutil.rmtree(target_dir, ignore_errors=True)
         context["errors"] = error.problems
-        context["filename"] = name
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-    pending[token] = {"path": str(path), "suite": suite}
-    request.session[SESSION_KEY] = pending
-    context.update({"report": report, "token": token, "filename": name})
+    else:
+        uploads.remember(request.session, upload)
+        context["token"] = upload.token
     return render_page(request, "inference/import.html", context, fragments={"result"})
+
+
+def _confirm_import(request: HtmxHttpRequest, context: dict[str, object]) -> HttpResponse:
+    upload = uploads.take(request.session, request.POST.get("token", ""))
+    if upload is None:
+        context["errors"] = [uploads.EXPIRED]
+        return render_page(request, "inference/import.html", context, fragments={"result"})
+    try:
+        report = uploads.import_upload(upload)
+    except FixtureError as error:
+        context["errors"] = error.problems
+        return render_page(request, "inference/import.html", context, fragments={"result"})
+    messages.success(request, f"Suite {report.suite}: {report.summary()}.")
+    url = f"{reverse('items')}?{urlencode({'suite': report.suite})}"
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 # --- Campaign runs ---------------------------------------------------------------------------
