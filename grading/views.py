@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models import Prefetch, QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -43,7 +43,7 @@ from inference.models import (
 )
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
-from . import assignment, charts, comparison, exports, review
+from . import assignment, charts, comparison, exports, progress, review
 from .markdown import render_markdown
 from .models import (
     Assignment,
@@ -53,7 +53,6 @@ from .models import (
     ExportStatus,
     FlagReason,
     ReviewSettings,
-    ReviewUnit,
     Rubric,
     Score,
 )
@@ -175,7 +174,7 @@ def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> d
     return {
         "sheet": review.build_sheet(held),
         "error": error,
-        "progress": _progress(request, held),
+        "progress": progress.reviewer_progress(request.user, held.unit.campaign_id),
         "score_range": range(11),
         "comment_max_chars": assignment.COMMENT_MAX_CHARS,
         "flag_reasons": FlagReason.choices,
@@ -197,25 +196,6 @@ def _next_page(request: HtmxHttpRequest) -> HttpResponse:
         request, "grading/review.html", _sheet_context(request, nxt), fragments={"work"}
     )
     return push_url(response, reverse("review-assignment", kwargs={"public_id": nxt.public_id}))
-
-
-def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str, int]:
-    """The reviewer's own progress, and the progress of the campaign of the current item."""
-    scored = Assignment.objects.submitted().filter(reviewer_id=request.user.pk).count()
-    available = assignment.available_count(request.user)
-    reserved = Assignment.objects.reserved().filter(reviewer_id=request.user.pk).count()
-    progress = {
-        "scored": scored,
-        "available": available,
-        "mine_total": scored + reserved + available,
-    }
-    if held is not None:
-        units = ReviewUnit.objects.filter(campaign_id=held.unit.campaign_id).aggregate(
-            wanted=Sum(F("campaign__review__reviewers_per_output")), done=Sum("submitted")
-        )
-        progress["campaign_wanted"] = units["wanted"] or 0
-        progress["campaign_done"] = units["done"] or 0
-    return progress
 
 
 @reviewer_required
@@ -251,37 +231,7 @@ def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: how far review of a campaign has got, per reviewer."""
     campaign = get_object_or_404(Campaign, public_id=public_id)
     assignment.sync_units(campaign)
-    settings_row = campaign.review
-    units = campaign.review_units.aggregate(
-        total=Count("pk"),
-        complete=Count("pk", filter=Q(submitted__gte=settings_row.reviewers_per_output)),
-        held=Count("pk", filter=Q(held_for_admin=True)),
-        submitted=Sum("submitted"),
-    )
-    wanted = (units["total"] or 0) * settings_row.reviewers_per_output
-    seconds: dict[str, list[float]] = {}
-    counts: dict[str, int] = {}
-    for username, spent in Score.objects.filter(generation__campaign=campaign).values_list(
-        "reviewer__username", "seconds_spent"
-    ):
-        counts[username] = counts.get(username, 0) + 1
-        if spent is not None:
-            seconds.setdefault(username, []).append(spent)
-    reviewers = [
-        {
-            "username": name,
-            "scores": counts[name],
-            "median_s": statistics.median(seconds[name]) if seconds.get(name) else None,
-        }
-        for name in sorted(counts)
-    ]
-    context = {
-        "campaign": campaign,
-        "units": units,
-        "remaining": max(0, wanted - (units["submitted"] or 0)),
-        "k": settings_row.reviewers_per_output,
-        "reviewers": reviewers,
-    }
+    context = progress.campaign_progress(campaign)
     return render(request, "grading/review_progress.html", context)
 
 
