@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -43,8 +40,7 @@ from inference.models import (
 )
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
-from . import assignment, charts, comparison, exports, progress, review
-from .markdown import render_markdown
+from . import assignment, charts, comparison, drilldown, exports, progress, review
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -500,65 +496,24 @@ def _chart_csv(
 @require_GET
 def results_items(request: HttpRequest) -> HttpResponse:
     """Admins: the items behind one figure, each model's answer and every score it got."""
-    campaigns = Campaign.objects.all()
-    if wanted := request.GET.getlist("campaign"):
-        campaigns = campaigns.filter(public_id__in=wanted)
     task_type = get_object_or_404(TaskType, code=request.GET.get("task_type", ""))
     model = request.GET.get("model", "")
     reviewer = request.GET.get("reviewer", "")
-    generations = Generation.objects.filter(campaign__in=campaigns, item__task_type=task_type)
-    if model:
-        generations = generations.filter(
-            item_id__in=generations.filter(endpoint__slug=model).values("item_id")
-        )
-    keys = (
-        generations.order_by("campaign__slug", "item__external_id", "item_id")
-        .values_list("campaign_id", "item_id")
-        .distinct()
+    shown = drilldown.drill_down(
+        task_type,
+        campaigns=request.GET.getlist("campaign"),
+        model=model,
+        reviewer=reviewer,
+        page_number=request.GET.get("page"),
     )
-    page = Paginator(keys, 20).get_page(request.GET.get("page"))
-    scores = Score.objects.select_related("reviewer").order_by("reviewer__username")
-    if reviewer:
-        scores = scores.filter(reviewer__username=reviewer)
-    shown = generations.filter(
-        item_id__in=[item for _, item in page.object_list],
-        campaign_id__in={campaign for campaign, _ in page.object_list},
-    ).select_related("campaign", "endpoint", "item")
-    by_key: dict[tuple[int, int], list[Generation]] = {}
-    for generation in shown.prefetch_related(Prefetch("scores", queryset=scores)).order_by(
-        "endpoint__slug", "sample"
-    ):
-        by_key.setdefault((generation.campaign_id, generation.item_id), []).append(generation)
-    entries = []
-    for campaign_id, item_id in page.object_list:
-        answers = by_key.get((campaign_id, item_id), [])
-        if not answers:
-            continue
-        entries.append(
-            {
-                "campaign": answers[0].campaign,
-                "item": answers[0].item,
-                "answers": [
-                    {
-                        "generation": g,
-                        "scores": list(g.scores.all()),
-                        "mean": statistics.fmean(s.score for s in g.scores.all())
-                        if g.scores.all()
-                        else None,
-                        "html": render_markdown(g.content) if g.content else "",
-                    }
-                    for g in answers
-                ],
-            }
-        )
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "task_type": task_type,
         "model": model,
         "reviewer": reviewer,
-        "page": page,
-        "entries": entries,
+        "page": shown.page,
+        "entries": shown.items,
         "query": query.urlencode(),
     }
     return render(request, "grading/results_items.html", context)
