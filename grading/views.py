@@ -336,12 +336,19 @@ def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseB
         messages.success(
             request, _("The export is being written; a download link appears when it is ready.")
         )
+    return redirect(
+        _posted_next(request)
+        or reverse("campaign-export", kwargs={"public_id": campaign.public_id})
+    )
+
+
+def _posted_next(request: HttpRequest) -> str:
+    """The `next` URL the form sent, if it leads to this site; else ""."""
     next_url = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
+    safe = url_has_allowed_host_and_scheme(
         next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        next_url = reverse("campaign-export", kwargs={"public_id": campaign.public_id})
-    return redirect(next_url)
+    )
+    return next_url if safe else ""
 
 
 @admin_required
