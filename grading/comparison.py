@@ -5,9 +5,9 @@ Two layers, so that a filter change costs little:
 - `build` reads every score and generation of the campaigns (two queries, however many rows)
   and computes the statistics of `grading.stats` for every (task type, model) cell, every
   matchup pair, agreement and reviewer severity. The result (`Base`) depends only on the
-  campaigns and the reviewer filter, and is cached under a fingerprint of the data (`load`): a
-  new, edited or deleted score, a finished generation or a changed campaign gives a new key,
-  so a cached page never shows stale figures.
+  campaigns and the reviewer filter, and is cached with a fingerprint of the data (by
+  `grading.freshness`): after a new, edited or deleted score or a finished generation, pages
+  show the previous figures, marked with their time, while the new ones are built.
 - `select` applies the task-type and modality filters to a `Base`: it picks cells, re-runs the
   Holm correction over the task types shown, and pools item means, histograms and speed samples
   of the chosen cells. No query, no bootstrap.
@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.db.models import Count, Max, Prefetch, Q
 from django.http import QueryDict
 
@@ -273,27 +272,6 @@ def fingerprint(found: Mapping[int, Stamp], campaign_pks: Sequence[int], reviewe
         (sorted(campaign_pks), reviewer, [(pk, found.get(pk)) for pk in sorted(campaign_pks)])
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
-
-
-def load(campaigns: Sequence[Campaign], *, reviewer: str = "", scored_only: bool = False) -> Base:
-    """The cached `Base` of these campaigns, built when the data changed since last time.
-
-    `scored_only` leaves out the campaigns without a score (the overview).
-    """
-    found = stamps([c.pk for c in campaigns])
-    if scored_only:
-        campaigns = [c for c in campaigns if c.pk in found and found[c.pk].scored]
-    infos = campaign_infos(campaigns, simulated={pk for pk, s in found.items() if s.simulated})
-    pks = [info.pk for info in infos]
-    params_key = hashlib.sha256(repr([(i.slug, i.models, i.params) for i in infos]).encode())
-    key = (
-        f"results:{CACHE_VERSION}:{fingerprint(found, pks, reviewer)}:{params_key.hexdigest()[:16]}"
-    )
-    base = cache.get(key)
-    if base is None:
-        base = build(infos, reviewer=reviewer)
-        cache.set(key, base, CACHE_TIMEOUT_S)
-    return base
 
 
 def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:

@@ -377,3 +377,22 @@ class Export(models.Model):
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_EXPORT_STATUSES
+
+
+class FigureBuild(models.Model):
+    """A claim on building one set of results figures: a lock shared by every process.
+
+    One row per figure set (`key`, see `grading.freshness`) while its build is claimed or
+    running; the builder deletes it when done. A crashed builder's row expires (`expires_at`),
+    and a failed build keeps its row, with the error, until a cool-down ends.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    token = models.CharField(max_length=32)
+    claimed_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} ({'failed' if self.error else 'running'} until {self.expires_at})"

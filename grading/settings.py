@@ -81,6 +81,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # PostgreSQL refuses NUL in text: a URL carrying one is a 400, not a DataError in a view.
+    "grading.middleware.refuse_nul_characters",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Every page requires login unless its view is marked @login_not_required.
@@ -275,6 +277,15 @@ REVIEW_RESERVATION_S = env_int("REVIEW_RESERVATION_S", 1800)
 # from there when ready.
 EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 20000)
 EXPORT_DIR = Path(env_str("EXPORT_DIR") or VAR_DIR / "exports")
+# Results pages (grading/freshness.py): after new scores they show the previous figures while
+# one rebuild per figure set runs. A build's claim lasts RESULTS_BUILD_LOCK_S (above the longest
+# build: a crashed builder's claim runs out after it); a failed build is tried again after
+# RESULTS_BUILD_COOLDOWN_S; a rebuild no worker has started after RESULTS_WORKER_START_S runs in
+# the web process; a first visit waits up to RESULTS_FIRST_BUILD_WAIT_S for another one's build.
+RESULTS_BUILD_LOCK_S = env_int("RESULTS_BUILD_LOCK_S", 600)
+RESULTS_BUILD_COOLDOWN_S = env_int("RESULTS_BUILD_COOLDOWN_S", 60)
+RESULTS_WORKER_START_S = env_int("RESULTS_WORKER_START_S", 5)
+RESULTS_FIRST_BUILD_WAIT_S = env_int("RESULTS_FIRST_BUILD_WAIT_S", 30)
 # Words that reveal a model in an answer (comma-separated); unset: inference.leaks.DEFAULT_TERMS.
 if env_str("IDENTITY_LEAK_TERMS"):
     IDENTITY_LEAK_TERMS = env_list("IDENTITY_LEAK_TERMS", [])

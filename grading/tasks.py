@@ -7,7 +7,7 @@ import socket
 from celery import shared_task
 from django.core.cache import cache
 
-from . import exports
+from . import exports, freshness
 from .workers import PING_KEY
 
 
@@ -21,3 +21,9 @@ def ping(token: str) -> None:
 def write_export(export_id: int) -> str:
     """Write a queued export's file; a redelivered message for a started one does nothing."""
     return exports.run_export(export_id)
+
+
+@shared_task(name="gradebench.rebuild_results", ignore_result=True)
+def rebuild_results(campaign_ids: list[int], reviewer: str, key: str, token: str) -> str:
+    """Build a results page's figures in the background; a late or repeated message does nothing."""
+    return freshness.rebuild(campaign_ids, reviewer, key, token, runner="worker")

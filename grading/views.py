@@ -40,7 +40,7 @@ from inference.models import (
 )
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
-from . import assignment, charts, comparison, drilldown, exports, progress, review
+from . import assignment, charts, comparison, drilldown, exports, freshness, progress, review
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -450,7 +450,10 @@ def _results_page(
     admin = is_admin(request.user)
     filters = comparison.Filters.from_query(request.GET, allow_reviewer=admin)
     sort = request.GET.get("sort", "type")
-    base = comparison.load(campaigns, reviewer=filters.reviewer, scored_only=campaign is None)
+    current = freshness.figures(campaigns, reviewer=filters.reviewer, scored_only=campaign is None)
+    if current.stale and request.htmx and request.htmx.trigger == "freshness":
+        return HttpResponse(status=204)  # the status line's poll: nothing new to show yet
+    base = current.base
     selection = comparison.select(base, filters, sort=sort)
     figures = charts.charts(selection)
     wanted_csv = request.GET.get("csv")
@@ -467,6 +470,7 @@ def _results_page(
         "grading_ended": bool(review and review.grading_ended),
         "withheld": withheld,
         "selection": selection,
+        "freshness": current,
         "charts": figures,
         "filters": filters,
         "filter_query": link_query.urlencode(),

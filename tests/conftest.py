@@ -53,15 +53,32 @@ def _is_transactional(request: pytest.FixtureRequest) -> bool:
     return bool({"transactional_db", "live_server"} & set(request.fixturenames))
 
 
+def _uses_database(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("django_db") is not None or "db" in request.fixturenames
+
+
 @pytest.fixture(autouse=True)
 def _reference_data(request: pytest.FixtureRequest) -> None:
-    """Transactional tests flush every table afterwards, the migrated reference data included;
-    put it back (the data migrations' own functions are idempotent) before each of them."""
-    if not _is_transactional(request):
+    """Every database test finds the migrated reference data (task types, rubric v1).
+
+    A transactional test flushes every table afterwards, that data included, and in random
+    order any test can come after one; so put it back (the data migrations' own functions are
+    idempotent) whenever it is missing. In an ordinary test that happens inside the test's
+    transaction and is rolled back with it.
+    """
+    if _is_transactional(request):
+        request.getfixturevalue("transactional_db")
+    elif _uses_database(request):
+        request.getfixturevalue("db")
+    else:
         return
-    request.getfixturevalue("transactional_db")
     from django.apps import apps
 
+    from grading.models import Rubric
+    from inference.models import TaskType
+
+    if TaskType.objects.exists() and Rubric.objects.exists():
+        return
     for module in ("inference.migrations.0002_task_types", "grading.migrations.0002_rubric_v1"):
         importlib.import_module(module).install(apps, None)
 
@@ -198,8 +215,21 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProces
             worker.process.wait()
 
 
+def _runs_in_a_transaction(item: Any) -> bool:
+    marker = item.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        return True
+    return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Tests needing Redis skip with a reason when REDIS_URL is not set."""
+    """Transactional tests run after the others; tests needing Redis skip with a reason when
+    REDIS_URL is not set."""
+    # A transactional test flushes every table when it ends, the migrated reference data (task
+    # types, the rubric) included. pytest-django runs them last for that reason, but
+    # pytest-randomly shuffles after it: put them last again. The sort is stable, so the
+    # random order stays within each group.
+    items.sort(key=_runs_in_a_transaction)
     if os.environ.get("REDIS_URL"):
         return
     skip = pytest.mark.skip(reason="REDIS_URL is not set")

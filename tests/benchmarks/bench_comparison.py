@@ -31,7 +31,15 @@ again with the default file-based cache:
   warm         the page again (`stamps` queries + cached `Base` + select + charts + render)
   filter       htmx change (HX-Request, HX-Target: results) to ?task_type=MT, ?modality=vision
   reviewer     htmx ?reviewer=reviewer03: first (cold: a build of its own), then warm
-  new score    one Score created, then the next page request (the rebuild it causes)
+  new score    one Score created (`--score-reps` times), then: the first page request after it
+               (it answers from the previous figures, marked "updating", and starts the
+               rebuild); the status line's polls (204 while updating); the seconds from the
+               score's commit until a poll is answered with the fresh figures (polled every
+               0.1 s here; the page polls every 2 s, which adds up to 2 s for a person); and the
+               cost of the rebuild itself (its own log line). Twice: rebuilds in a thread of
+               the web process (no worker), then in a real Celery worker process. Beforehand,
+               `--reps` times, the first request with no rebuild running anywhere (diagnostic:
+               this code's own cost, without the rebuild competing for the CPU)
   breakdown    the parts of a warm request, and of `comparison.build` (its two big queries,
                each statistic of `grading.stats` summed over its calls)
 
@@ -39,17 +47,19 @@ and the same on a small database (`--small-scores`, default 30,000) to show that
 page's query count does not grow with the data.
 
     python tests/benchmarks/bench_comparison.py [--scores 300000] [--small-scores 30000]
-        [--reps 30] [--no-file-cache]
+        [--reps 30] [--score-reps 10] [--no-file-cache]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import pickle
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -402,17 +412,16 @@ def instrumented(names: Sequence[str]) -> tuple[dict[str, list[float]], Callable
     return spent, undo
 
 
-def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
+def measure(reps: int, cold_reps: int, score_reps: int, label: str) -> dict[str, Any]:
     setup_django()
     from django.contrib.auth.models import User
     from django.core.cache import cache
     from django.db import connection
     from django.test import Client, RequestFactory
-    from django.utils import timezone
 
     from grading import charts, comparison
-    from grading.models import ReviewSettings, Rubric, Score
-    from inference.models import Campaign, Generation, GenerationStatus
+    from grading.models import Score
+    from inference.models import Campaign, Generation
 
     cache.clear()
     client = Client()
@@ -458,29 +467,30 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
             lambda: client.get(overview + "?reviewer=reviewer03", headers=htmx),
         )
 
-    # A score arrives: the next request rebuilds, the one after is warm again.
-    rubric = Rubric.objects.current()
-    reviewer = User.objects.get(username="reviewer00")
-    open_outputs = (
-        Generation.objects.filter(status=GenerationStatus.SUCCEEDED, scores__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)[: max(1, cold_reps)]
-    )
-    for generation_id in open_outputs:
-        Score.objects.create(
-            generation_id=generation_id, reviewer=reviewer, score=7, position=0,
-            rubric=rubric, scored_at=timezone.now(),
-        )  # fmt: skip
-        campaign_id = Generation.objects.get(pk=generation_id).campaign_id
-        ReviewSettings.objects.scores_changed([campaign_id])
-        record.timed("after a new score (rebuild)", lambda: client.get(overview))
-        record.timed("after a new score, next request", lambda: client.get(overview))
-
+    # A score arrives: the next requests answer from the previous figures while one rebuild
+    # runs, first in a thread of this process, then in a Celery worker process (and, to tell
+    # this code's cost from the rebuild's competition for the CPU, with no rebuild at all).
+    nothing_competing(client, overview, record, reps)
+    fresh = {
+        "thread": new_scores(client, overview, record, score_reps, worker=False),
+        "worker": new_scores(client, overview, record, score_reps, worker=True),
+    }
     for name in record.times:
         print(record.line(name), flush=True)
+    for runner, found in fresh.items():
+        print(f"  after a new score, rebuilds in {WHERE[runner]}:")
+        for name, unit in (("poll_ms", "ms per status poll while updating (204)"),
+                           ("until_fresh", "s until the fresh figures are served"),
+                           ("rebuild", "s per rebuild (its own time)")):  # fmt: skip
+            values = found[name]
+            print(
+                f"    median {statistics.median(values):6.2f}  p95 {percentile(values, 95):6.2f}"
+                f"  max {max(values):6.2f} {unit} (n={len(values)})",
+                flush=True,
+            )
 
     # --- What a warm request spends its time on. -------------------------------------------
-    from grading import views
+    from grading import freshness, views
 
     request = RequestFactory().get(overview)
     request.user = User.objects.get(username="bench-admin")
@@ -500,7 +510,7 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
     infos = comparison.campaign_infos(chosen)
     parts["stamps (2 aggregate queries)"], _ = timed_ms(lambda: comparison.stamps(pks))
     parts["load (stamps + cache get)"], base = timed_ms(
-        lambda: comparison.load(chosen, scored_only=True)
+        lambda: freshness.figures(chosen, scored_only=True).base
     )
     pickled = pickle.dumps(base, pickle.HIGHEST_PROTOCOL)
     parts["unpickle Base"], _ = timed_ms(lambda: pickle.loads(pickled))  # noqa: S301
@@ -567,6 +577,7 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
     print(f"    statistics alone (without speed): {in_stats:,.0f} ms", flush=True)
     connection.close()
     return {
+        "fresh": fresh,
         "times": record.times,
         "queries": record.queries,
         "parts": parts,
@@ -574,6 +585,147 @@ def measure(reps: int, cold_reps: int, label: str) -> dict[str, Any]:
         "build_ms": build_ms,
         "stats_ms": in_stats,
     }
+
+
+WHERE = {"thread": "a thread of the web process", "worker": "a Celery worker process"}
+POLL = {"HX-Request": "true", "HX-Target": "results", "HX-Trigger": "freshness"}
+REBUILT = re.compile(r'msg="results rebuilt".*?outcome=built.*?seconds=([0-9.]+)')
+
+
+class Rebuilds(logging.Handler):
+    """Collects the seconds of each rebuild that built, from grading.freshness's log line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "results rebuilt" and getattr(record, "outcome", "") == "built":
+            self.seconds.append(float(getattr(record, "seconds", 0.0)))
+
+
+def start_worker(queue: str, log: Path) -> subprocess.Popen[str]:
+    """A Celery worker process on `queue`, with this process's settings (database, cache)."""
+    # fmt: off
+    command = [
+        sys.executable, "-m", "celery", "-A", "grading", "worker", "-Q", queue,
+        "-n", f"{queue}@%h", "--concurrency", "2", "--loglevel", "INFO",
+        "--without-mingle", "--without-gossip", "--without-heartbeat",
+    ]
+    # fmt: on
+    env = {**os.environ, "CELERY_DEFAULT_QUEUE": queue, "LOG_LEVEL": "INFO"}
+    handle = log.open("w")
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 60
+    while "ready." not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"celery worker did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+    return process
+
+
+def score_one() -> None:
+    """reviewer00 scores an unscored answer, as the review page would."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from grading.models import ReviewSettings, Rubric, Score
+    from inference.models import Generation, GenerationStatus
+
+    generation = (
+        Generation.objects.filter(status=GenerationStatus.SUCCEEDED, scores__isnull=True)
+        .order_by("pk")
+        .first()
+    )
+    assert generation is not None
+    Score.objects.create(
+        generation=generation, reviewer=User.objects.get(username="reviewer00"), score=7,
+        position=0, rubric=Rubric.objects.current(), scored_at=timezone.now(),
+    )  # fmt: skip
+    ReviewSettings.objects.scores_changed([generation.campaign_id])
+
+
+def nothing_competing(client: Any, url: str, record: Recorder, reps: int) -> None:
+    """Diagnostic: the first request after a new score when no rebuild competes for the CPU
+    (the claim is made, but the rebuild goes to a queue nobody reads, its watcher told to wait
+    an hour, and the claim is dropped afterwards, which stops the watcher)."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from grading import freshness
+    from grading.models import FigureBuild
+
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"bench-nobody-{os.getpid()}"
+    wait_s, settings.RESULTS_WORKER_START_S = settings.RESULTS_WORKER_START_S, 3600
+    cache.delete(freshness.WORKER_KEY)
+    name = "first request after a new score (no rebuild running)"
+    for _ in range(reps):
+        score_one()
+        first = record.timed(name, lambda: client.get(url))
+        assert b'id="freshness"' in first.content, "the first request was not stale"
+        FigureBuild.objects.all().delete()
+    settings.RESULTS_WORKER_START_S = wait_s
+
+
+def new_scores(
+    client: Any, url: str, record: Recorder, reps: int, *, worker: bool
+) -> dict[str, list[float]]:
+    """Score `reps` times; each time, time the first request, the status polls while updating
+    (ms), the seconds until the fresh figures are served and the rebuild's own cost."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from grading import freshness
+    from grading.models import FigureBuild
+
+    runner = "worker" if worker else "thread"
+    queue = f"bench-rebuild-{os.getpid()}-{runner}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    rebuilds = Rebuilds()
+    logging.getLogger("grading.freshness").addHandler(rebuilds)
+    logging.getLogger("grading.freshness").propagate = False  # stdout carries our JSON
+    process = None
+    log = Path(tempfile.mkdtemp(prefix="bench-worker-")) / "worker.log"
+    if worker:
+        cache.delete(freshness.WORKER_KEY)  # nothing known: the first rebuild finds the worker
+        process = start_worker(queue, log)
+    else:
+        cache.set(freshness.WORKER_KEY, "", 3600)  # no worker answers: threads at once
+    until_fresh: list[float] = []
+    polls: list[float] = []
+    try:
+        for _ in range(reps):
+            score_one()
+            scored = time.perf_counter()
+            first = record.timed(
+                f"first request after a new score ({runner})", lambda: client.get(url)
+            )
+            assert b'id="freshness"' in first.content, "the first request was not stale"
+            while True:
+                begin = time.perf_counter()
+                response = client.get(url, headers=POLL)
+                if response.status_code == 200:
+                    until_fresh.append(time.perf_counter() - scored)
+                    break
+                assert response.status_code == 204, response.status_code
+                polls.append((time.perf_counter() - begin) * 1000)
+                time.sleep(0.1)
+                assert time.perf_counter() - scored < 600, "the figures stayed stale"
+            deadline = time.monotonic() + 60
+            while FigureBuild.objects.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the builder lets go of its claim just after storing
+    finally:
+        logging.getLogger("grading.freshness").removeHandler(rebuilds)
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+    if worker:
+        seconds = [float(m) for m in REBUILT.findall(log.read_text(errors="replace"))]
+    else:
+        seconds = rebuilds.seconds
+    return {"until_fresh": until_fresh, "rebuild": seconds, "poll_ms": polls}
 
 
 def explain(sqls: Sequence[str]) -> None:
@@ -628,13 +780,14 @@ def main() -> None:
     parser.add_argument("--small-scores", type=int, default=30_000)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--cold-reps", type=int, default=3)
+    parser.add_argument("--score-reps", type=int, default=10)
     parser.add_argument("--no-file-cache", action="store_true")
     args = parser.parse_args()
     if args.build:
         print(json.dumps(build(args.build)))
         return
     if args.measure:
-        print(json.dumps(measure(args.reps, args.cold_reps, args.measure)))
+        print(json.dumps(measure(args.reps, args.cold_reps, args.score_reps, args.measure)))
         return
 
     try:
@@ -682,9 +835,10 @@ def main() -> None:
                     reps = args.reps if size == "big" else max(5, args.reps // 3)
                     cold = args.cold_reps if size == "big" else 1
                     label = f"{size} database ({b['scores']:,} scores), {cache_name} cache"
+                    score_reps = args.score_reps if size == "big" else max(3, args.score_reps // 2)
                     results[size, cache_name] = run_child(
                         cache_env, "--measure", label, "--reps", str(reps),
-                        "--cold-reps", str(cold),
+                        "--cold-reps", str(cold), "--score-reps", str(score_reps),
                     )  # fmt: skip
             finally:
                 drop_database(name)
@@ -692,8 +846,22 @@ def main() -> None:
 
     big = results["big", "redis"]
     print("\n== Summary")
-    for name in ("warm overview", "warm campaign page", "htmx filter task_type=MT"):
+    for name in (
+        "warm overview",
+        "warm campaign page",
+        "htmx filter task_type=MT",
+        "first request after a new score (worker)",
+        "first request after a new score (thread)",
+        "first request after a new score (no rebuild running)",
+    ):
         print("  " + verdict(big, name))
+    for runner, found in big["fresh"].items():
+        until, cost = found["until_fresh"], found["rebuild"]
+        print(
+            f"  rebuild in {WHERE[runner]}: fresh figures served after median "
+            f"{statistics.median(until):.1f} s (max {max(until):.1f} s) from the score; "
+            f"a rebuild costs median {statistics.median(cost):.1f} s"
+        )
     if ("small", "redis") in results:
         small = results["small", "redis"]
         print("  queries per request, small vs big database:")
