@@ -6,15 +6,20 @@ import pytest
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from grading import assignment as queue
 from grading.models import Assignment, AssignmentStatus, Export, ExportKind, ExportStatus
-from tests.grading.test_assignment import make_campaign, make_reviewer
+from tests import builders
 
 pytestmark = pytest.mark.django_db
 
 
 def test_assignment_queries_pick_their_statuses() -> None:
-    campaign = make_campaign(items=len(AssignmentStatus))
-    alice = make_reviewer("alice")
+    alpha = builders.endpoint("alpha")
+    campaign = builders.campaign("c", builders.suite("s", ["QA"] * len(AssignmentStatus)), [alpha])
+    for item in campaign.suite.items.all():
+        builders.generation(campaign, item, alpha)
+    queue.sync_units(campaign)
+    alice = builders.reviewer("alice")
     for unit, status in zip(campaign.review_units.order_by("pk"), AssignmentStatus, strict=True):
         Assignment.objects.create(
             unit=unit, reviewer=alice, status=status, expires_at=timezone.now()
@@ -29,7 +34,7 @@ def test_assignment_queries_pick_their_statuses() -> None:
 
 
 def test_exports_are_active_until_done_or_failed() -> None:
-    campaign = make_campaign(items=1)
+    campaign = builders.campaign("c", builders.suite("s", []), [])
     for status in ExportStatus:
         Export.objects.create(campaign=campaign, kind=ExportKind.SCORES, status=status)
 

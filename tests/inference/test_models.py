@@ -12,15 +12,12 @@ from inference.models import (
     IN_FLIGHT_STATUSES,
     RETRYABLE_STATUSES,
     Campaign,
-    CampaignModel,
     CampaignStatus,
     Generation,
     GenerationStatus,
-    ModelEndpoint,
     Suite,
-    TaskItem,
-    TaskType,
 )
+from tests import builders
 
 
 def test_every_generation_status_is_either_in_flight_or_finished() -> None:
@@ -31,22 +28,14 @@ def test_every_generation_status_is_either_in_flight_or_finished() -> None:
 
 @pytest.fixture
 def campaign(db: None) -> Campaign:
-    """A campaign with one generation in each status, on one model."""
-    suite = Suite.objects.create(name="s")
-    qa = TaskType.objects.get(code="QA")
-    campaign = Campaign.objects.create(slug="c", name="C", suite=suite)
-    endpoint = ModelEndpoint.objects.create(
-        slug="alpha", name="Alpha", model="alpha", base_url="http://127.0.0.1:9/v1"
-    )
-    CampaignModel.objects.create(campaign=campaign, endpoint=endpoint)
-    for status in GenerationStatus:
-        item = TaskItem.objects.create(
-            suite=suite, external_id=status, task_type=qa, prompt="p", content_hash="x"
-        )
-        Generation.objects.create(
-            campaign=campaign, item=item, endpoint=endpoint, status=status, simulated=True
-        )
-    return campaign
+    """A campaign with one simulated generation in each status, on one model."""
+    alpha = builders.endpoint("alpha")
+    made = builders.campaign("c", builders.suite("s", ["QA"] * len(GenerationStatus)), [alpha])
+    items = made.suite.items.order_by("external_id")
+    for item, status in zip(items, GenerationStatus, strict=True):
+        builders.generation(made, item, alpha, status=status)
+    made.generations.update(simulated=True)
+    return made
 
 
 def statuses(generations: QuerySet[Generation]) -> set[str]:
@@ -61,7 +50,7 @@ def test_generation_queries_pick_their_statuses(campaign: Campaign) -> None:
 
 
 def test_campaign_run_counts_count_finished_failed_and_simulated(campaign: Campaign) -> None:
-    Campaign.objects.create(slug="empty", name="Empty", suite=campaign.suite)
+    builders.campaign("empty", campaign.suite, [])
     rows: dict[str, Mapping[str, object]] = {
         str(row["slug"]): row for row in Campaign.objects.with_run_counts().values()
     }
