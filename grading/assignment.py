@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from inference.models import Campaign, CampaignStatus, Generation, GenerationStatus
+from inference.models import Campaign, CampaignStatus, Generation
 
 from .models import (
     Assignment,
@@ -50,9 +50,7 @@ def _allowed(reviewer: Any) -> Any:
 
 def campaigns_for(reviewer: Any) -> list[int]:
     """Launched campaigns this reviewer may work on (open to all, or naming them)."""
-    launched = _allowed(reviewer).filter(
-        status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED]
-    )
+    launched = _allowed(reviewer).launched()
     return list(launched.values_list("pk", flat=True).distinct())
 
 
@@ -69,15 +67,9 @@ def sync_units(campaign: Campaign) -> int:
     """Create review units for items whose answers are all in (at least one succeeded)."""
     review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
     # .order_by(): these are sets; the model's default ordering would add joins and a sort.
-    busy = set(
-        campaign.generations.filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING])
-        .order_by()
-        .values_list("item_id", "sample")
-    )
+    busy = set(campaign.generations.in_flight().order_by().values_list("item_id", "sample"))
     # Answers brought in by import_scores are placeholders: there is nothing to review.
-    answered = campaign.generations.filter(status=GenerationStatus.SUCCEEDED).exclude(
-        request__has_key="imported_from"
-    )
+    answered = campaign.generations.succeeded().exclude(request__has_key="imported_from")
     ready = set(answered.order_by().values_list("item_id", "sample"))
     if review.layout == Layout.SINGLE:
         return _sync_single_units(campaign, review, busy)
@@ -90,7 +82,7 @@ def sync_units(campaign: Campaign) -> int:
     if review.identity_leaks == IdentityLeakPolicy.HOLD:
         # Answers naming a model wait for an admin instead of reaching reviewers.
         held = set(
-            campaign.generations.filter(status=GenerationStatus.SUCCEEDED)
+            campaign.generations.succeeded()
             .exclude(identity_leaks=[])
             .order_by()
             .values_list("item_id", "sample")
@@ -119,7 +111,7 @@ def _sync_single_units(
         )
     )
     answers = (
-        campaign.generations.filter(status=GenerationStatus.SUCCEEDED)
+        campaign.generations.succeeded()
         .exclude(request__has_key="imported_from")
         .order_by()
         .values_list("pk", "item_id", "sample", "identity_leaks")
@@ -145,15 +137,11 @@ def release_expired() -> int:
     """Drop reservations nobody finished in time, freeing their place for someone else."""
     now = timezone.now()
     expired = list(
-        Assignment.objects.filter(status=AssignmentStatus.RESERVED, expires_at__lt=now).values_list(
-            "pk", "unit_id"
-        )
+        Assignment.objects.reserved().filter(expires_at__lt=now).values_list("pk", "unit_id")
     )
     if not expired:
         return 0
-    Assignment.objects.filter(
-        pk__in=[pk for pk, _ in expired], status=AssignmentStatus.RESERVED
-    ).delete()
+    Assignment.objects.reserved().filter(pk__in=[pk for pk, _ in expired]).delete()
     for unit_id, count in Counter(unit for _, unit in expired).items():
         ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - count)
     return len(expired)
@@ -171,9 +159,7 @@ def end_grading(campaign: Campaign) -> int:
         ReviewSettings.objects.filter(campaign=campaign, grading_ended_at__isnull=True).update(
             grading_ended_at=timezone.now()
         )
-        reserved = Assignment.objects.filter(
-            unit__campaign=campaign, status=AssignmentStatus.RESERVED
-        )
+        reserved = Assignment.objects.reserved().filter(unit__campaign=campaign)
         units = Counter(reserved.values_list("unit_id", flat=True))
         reserved.delete()
         for unit_id, count in units.items():
@@ -220,12 +206,9 @@ def _answers(unit: ReviewUnit) -> list[str]:
             Generation.objects.filter(pk=unit.generation_id).values_list("public_id", flat=True)
         )
     return list(
-        Generation.objects.filter(
-            campaign_id=unit.campaign_id,
-            item_id=unit.item_id,
-            sample=unit.sample,
-            status=GenerationStatus.SUCCEEDED,
-        ).values_list("public_id", flat=True)
+        Generation.objects.succeeded()
+        .filter(campaign_id=unit.campaign_id, item_id=unit.item_id, sample=unit.sample)
+        .values_list("public_id", flat=True)
     )
 
 
@@ -235,9 +218,8 @@ def next_assignment(reviewer: Any, campaign: Campaign | None = None) -> Assignme
     with transaction.atomic():
         release_expired()
         current = (
-            Assignment.objects.filter(
-                reviewer=reviewer, status=AssignmentStatus.RESERVED, expires_at__gte=now
-            )
+            Assignment.objects.reserved()
+            .filter(reviewer=reviewer, expires_at__gte=now)
             .select_related("unit")
             .order_by("reserved_at")
         )

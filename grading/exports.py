@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -28,9 +29,12 @@ from inference.models import Campaign
 
 from .models import Export, ExportKind, ExportStatus
 from .scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from .workers import worker_responds
 
 logger = logging.getLogger(__name__)
 
+WRITE_EXPORT = "gradebench.write_export"
+"""The name of the task in `tasks.py` that runs `run_export` (task names are a contract)."""
 KEEP_PER_CAMPAIGN = 10
 PROGRESS_EVERY = 1000  # rows between two updates of Export.rows_written
 CHUNK_CHARS = 64 * 1024  # text per piece of a streamed download
@@ -133,18 +137,18 @@ def request_export(
 
     Raises NoWorker, creating nothing, when no worker answers a ping within `WORKER_PING_S`.
     """
-    from .tasks import write_export
-    from .workers import worker_responds
-
     anonymize = anonymize and kind == ExportKind.SCORES
-    waiting = Export.objects.filter(
-        campaign=campaign,
-        kind=kind,
-        bom=bom,
-        anonymize_reviewers=anonymize,
-        status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING],
-        created_at__gte=timezone.now() - timedelta(seconds=DOUBLE_SUBMIT_S),
-    ).first()
+    waiting = (
+        Export.objects.active()
+        .filter(
+            campaign=campaign,
+            kind=kind,
+            bom=bom,
+            anonymize_reviewers=anonymize,
+            created_at__gte=timezone.now() - timedelta(seconds=DOUBLE_SUBMIT_S),
+        )
+        .first()
+    )
     if waiting is not None:
         return waiting
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
@@ -158,7 +162,12 @@ def request_export(
         requested_by_id=user_id,
         rows_expected=expected,
     )
-    transaction.on_commit(lambda: write_export.apply_async(args=(export.pk,), queue=queue))
+    # By name: the task module imports this one, so this one does not import it back.
+    transaction.on_commit(
+        lambda: current_app.send_task(
+            WRITE_EXPORT, args=(export.pk,), queue=queue, ignore_result=True
+        )
+    )
     return export
 
 
@@ -208,9 +217,7 @@ def run_export(export_id: int) -> str:
 
 def prune(campaign: Campaign, keep: int = KEEP_PER_CAMPAIGN) -> int:
     """Delete the campaign's finished exports but the newest `keep`, files and all."""
-    finished = Export.objects.filter(
-        campaign=campaign, status__in=[ExportStatus.DONE, ExportStatus.FAILED]
-    ).order_by("-created_at", "-pk")
+    finished = Export.objects.finished().filter(campaign=campaign).order_by("-created_at", "-pk")
     old = list(finished[keep:])
     for export in old:
         path_of(export).unlink(missing_ok=True)

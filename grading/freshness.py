@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connections, transaction
@@ -56,6 +57,8 @@ from .models import FigureBuild
 
 logger = logging.getLogger(__name__)
 
+REBUILD_RESULTS = "gradebench.rebuild_results"
+"""The name of the task in `tasks.py` that runs `rebuild` (task names are a contract)."""
 WORKER_KEY = "results-rebuild:worker"
 """In the cache: the host of the worker that last ran a rebuild, or "" if none took one."""
 WORKER_MEMORY_S = 60
@@ -287,14 +290,15 @@ def refresh(scope: Scope) -> None:
 
 
 def _enqueue(campaign_ids: list[int], reviewer: str, key: str, token: str) -> None:
-    from .tasks import rebuild_results
-
     wait_s = float(settings.RESULTS_WORKER_START_S)
     try:
-        rebuild_results.apply_async(
+        # By name: the task module imports this one, so this one does not import it back.
+        current_app.send_task(
+            REBUILD_RESULTS,
             args=(campaign_ids, reviewer, key, token),
             queue=settings.CELERY_TASK_DEFAULT_QUEUE,
             expires=settings.RESULTS_BUILD_LOCK_S,
+            ignore_result=True,
         )
     except Exception:
         logger.warning("broker unavailable; rebuilding results here", exc_info=True)

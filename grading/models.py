@@ -229,6 +229,20 @@ class AssignmentStatus(models.TextChoices):
     EXPIRED = "expired", _("expired")
 
 
+class AssignmentQuerySet(models.QuerySet["Assignment"]):
+    def live(self) -> AssignmentQuerySet:
+        """Assignments a reviewer can still open: reserved, or submitted (to edit the scores)."""
+        return self.filter(status__in=[AssignmentStatus.RESERVED, AssignmentStatus.SUBMITTED])
+
+    def reserved(self) -> AssignmentQuerySet:
+        """Assignments held by a reviewer who has not scored them yet (expired or not)."""
+        return self.filter(status=AssignmentStatus.RESERVED)
+
+    def submitted(self) -> AssignmentQuerySet:
+        """Assignments whose scores were submitted."""
+        return self.filter(status=AssignmentStatus.SUBMITTED)
+
+
 class Assignment(models.Model):
     """A review unit given to one reviewer, with the order its answers are shown in."""
 
@@ -245,6 +259,8 @@ class Assignment(models.Model):
     reserved_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AssignmentQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -312,6 +328,20 @@ class ExportStatus(models.TextChoices):
     FAILED = "failed", _("failed")
 
 
+ACTIVE_EXPORT_STATUSES = (ExportStatus.QUEUED, ExportStatus.RUNNING)
+"""An export in one of these is waiting for a worker or being written."""
+
+
+class ExportQuerySet(models.QuerySet["Export"]):
+    def active(self) -> ExportQuerySet:
+        """Exports waiting for a worker or being written."""
+        return self.filter(status__in=ACTIVE_EXPORT_STATUSES)
+
+    def finished(self) -> ExportQuerySet:
+        """Exports that are done or failed (only done ones have a file)."""
+        return self.filter(status__in=[ExportStatus.DONE, ExportStatus.FAILED])
+
+
 class Export(models.Model):
     """A campaign's CSV export too large to download at once, written by a worker to a file.
 
@@ -336,6 +366,8 @@ class Export(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ExportQuerySet.as_manager()
+
     class Meta:
         indexes = [models.Index(fields=["campaign", "-created_at"])]
 
@@ -344,7 +376,7 @@ class Export(models.Model):
 
     @property
     def active(self) -> bool:
-        return self.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)
+        return self.status in ACTIVE_EXPORT_STATUSES
 
 
 class FigureBuild(models.Model):

@@ -146,7 +146,7 @@ def build_sheet(assignment: Assignment) -> Sheet:
         bands=tuple(Band(b.range_label, b.label, b.description) for b in rubric.bands.all()),
         answers=tuple(answers),
         image_ids=tuple(image.public_id for image in item.ordered_images()),
-        submitted=assignment.status == "submitted",
+        submitted=assignment.status == AssignmentStatus.SUBMITTED,
     )
 
 
@@ -190,7 +190,8 @@ class Pager:
 def scored_work(reviewer_id: int | None, page_number: str | None) -> tuple[list[ScoredWork], Pager]:
     """A page of a reviewer's submitted work, newest first (any page number is accepted)."""
     done = (
-        Assignment.objects.filter(reviewer_id=reviewer_id, status=AssignmentStatus.SUBMITTED)
+        Assignment.objects.submitted()
+        .filter(reviewer_id=reviewer_id)
         .select_related("unit__item__task_type")
         .prefetch_related("scores")
         .order_by("-finished_at", "pk")

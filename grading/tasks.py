@@ -8,8 +8,7 @@ from celery import shared_task
 from django.core.cache import cache
 
 from . import exports, freshness
-
-PING_KEY = "worker-ping:{token}"
+from .workers import PING_KEY
 
 
 @shared_task(name="gradebench.ping", ignore_result=True)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models import QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -43,8 +40,7 @@ from inference.models import (
 )
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
-from . import assignment, charts, comparison, exports, freshness, review
-from .markdown import render_markdown
+from . import assignment, charts, comparison, drilldown, exports, freshness, progress, review
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -53,7 +49,6 @@ from .models import (
     ExportStatus,
     FlagReason,
     ReviewSettings,
-    ReviewUnit,
     Rubric,
     Score,
 )
@@ -109,10 +104,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def _own_assignment(request: HttpRequest, public_id: str) -> Assignment:
     """The reviewer's own assignment, or 404 (never someone else's, never a hint it exists)."""
     return get_object_or_404(
-        Assignment.objects.select_related("unit"),
+        Assignment.objects.live().select_related("unit"),
         public_id=public_id,
         reviewer_id=request.user.pk,
-        status__in=[AssignmentStatus.RESERVED, AssignmentStatus.SUBMITTED],
     )
 
 
@@ -176,7 +170,7 @@ def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> d
     return {
         "sheet": review.build_sheet(held),
         "error": error,
-        "progress": _progress(request, held),
+        "progress": progress.reviewer_progress(request.user, held.unit.campaign_id),
         "score_range": range(11),
         "comment_max_chars": assignment.COMMENT_MAX_CHARS,
         "flag_reasons": FlagReason.choices,
@@ -198,29 +192,6 @@ def _next_page(request: HtmxHttpRequest) -> HttpResponse:
         request, "grading/review.html", _sheet_context(request, nxt), fragments={"work"}
     )
     return push_url(response, reverse("review-assignment", kwargs={"public_id": nxt.public_id}))
-
-
-def _progress(request: HttpRequest, held: Assignment | None = None) -> dict[str, int]:
-    """The reviewer's own progress, and the progress of the campaign of the current item."""
-    scored = Assignment.objects.filter(
-        reviewer_id=request.user.pk, status=AssignmentStatus.SUBMITTED
-    ).count()
-    available = assignment.available_count(request.user)
-    reserved = Assignment.objects.filter(
-        reviewer_id=request.user.pk, status=AssignmentStatus.RESERVED
-    ).count()
-    progress = {
-        "scored": scored,
-        "available": available,
-        "mine_total": scored + reserved + available,
-    }
-    if held is not None:
-        units = ReviewUnit.objects.filter(campaign_id=held.unit.campaign_id).aggregate(
-            wanted=Sum(F("campaign__review__reviewers_per_output")), done=Sum("submitted")
-        )
-        progress["campaign_wanted"] = units["wanted"] or 0
-        progress["campaign_done"] = units["done"] or 0
-    return progress
 
 
 @reviewer_required
@@ -256,37 +227,7 @@ def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: how far review of a campaign has got, per reviewer."""
     campaign = get_object_or_404(Campaign, public_id=public_id)
     assignment.sync_units(campaign)
-    settings_row = campaign.review
-    units = campaign.review_units.aggregate(
-        total=Count("pk"),
-        complete=Count("pk", filter=Q(submitted__gte=settings_row.reviewers_per_output)),
-        held=Count("pk", filter=Q(held_for_admin=True)),
-        submitted=Sum("submitted"),
-    )
-    wanted = (units["total"] or 0) * settings_row.reviewers_per_output
-    seconds: dict[str, list[float]] = {}
-    counts: dict[str, int] = {}
-    for username, spent in Score.objects.filter(generation__campaign=campaign).values_list(
-        "reviewer__username", "seconds_spent"
-    ):
-        counts[username] = counts.get(username, 0) + 1
-        if spent is not None:
-            seconds.setdefault(username, []).append(spent)
-    reviewers = [
-        {
-            "username": name,
-            "scores": counts[name],
-            "median_s": statistics.median(seconds[name]) if seconds.get(name) else None,
-        }
-        for name in sorted(counts)
-    ]
-    context = {
-        "campaign": campaign,
-        "units": units,
-        "remaining": max(0, wanted - (units["submitted"] or 0)),
-        "k": settings_row.reviewers_per_output,
-        "reviewers": reviewers,
-    }
+    context = progress.campaign_progress(campaign)
     return render(request, "grading/review_progress.html", context)
 
 
@@ -306,9 +247,11 @@ def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.success(request, f"Released {released} item(s) to reviewers, names masked.")
         return redirect("held-items", public_id=campaign.public_id)
     units = list(held.order_by("item__external_id")[:200])
-    answers = Generation.objects.filter(
-        campaign=campaign, item_id__in=[u.item_id for u in units], status="succeeded"
-    ).select_related("endpoint")
+    answers = (
+        Generation.objects.succeeded()
+        .filter(campaign=campaign, item_id__in=[u.item_id for u in units])
+        .select_related("endpoint")
+    )
     by_item: dict[int, list[Generation]] = {}
     for generation in answers:
         by_item.setdefault(generation.item_id, []).append(generation)
@@ -393,12 +336,19 @@ def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseB
         messages.success(
             request, _("The export is being written; a download link appears when it is ready.")
         )
+    return redirect(
+        _posted_next(request)
+        or reverse("campaign-export", kwargs={"public_id": campaign.public_id})
+    )
+
+
+def _posted_next(request: HttpRequest) -> str:
+    """The `next` URL the form sent, if it leads to this site; else ""."""
     next_url = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
+    safe = url_has_allowed_host_and_scheme(
         next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        next_url = reverse("campaign-export", kwargs={"public_id": campaign.public_id})
-    return redirect(next_url)
+    )
+    return next_url if safe else ""
 
 
 @admin_required
@@ -557,65 +507,24 @@ def _chart_csv(
 @require_GET
 def results_items(request: HttpRequest) -> HttpResponse:
     """Admins: the items behind one figure, each model's answer and every score it got."""
-    campaigns = Campaign.objects.all()
-    if wanted := request.GET.getlist("campaign"):
-        campaigns = campaigns.filter(public_id__in=wanted)
     task_type = get_object_or_404(TaskType, code=request.GET.get("task_type", ""))
     model = request.GET.get("model", "")
     reviewer = request.GET.get("reviewer", "")
-    generations = Generation.objects.filter(campaign__in=campaigns, item__task_type=task_type)
-    if model:
-        generations = generations.filter(
-            item_id__in=generations.filter(endpoint__slug=model).values("item_id")
-        )
-    keys = (
-        generations.order_by("campaign__slug", "item__external_id", "item_id")
-        .values_list("campaign_id", "item_id")
-        .distinct()
+    shown = drilldown.drill_down(
+        task_type,
+        campaigns=request.GET.getlist("campaign"),
+        model=model,
+        reviewer=reviewer,
+        page_number=request.GET.get("page"),
     )
-    page = Paginator(keys, 20).get_page(request.GET.get("page"))
-    scores = Score.objects.select_related("reviewer").order_by("reviewer__username")
-    if reviewer:
-        scores = scores.filter(reviewer__username=reviewer)
-    shown = generations.filter(
-        item_id__in=[item for _, item in page.object_list],
-        campaign_id__in={campaign for campaign, _ in page.object_list},
-    ).select_related("campaign", "endpoint", "item")
-    by_key: dict[tuple[int, int], list[Generation]] = {}
-    for generation in shown.prefetch_related(Prefetch("scores", queryset=scores)).order_by(
-        "endpoint__slug", "sample"
-    ):
-        by_key.setdefault((generation.campaign_id, generation.item_id), []).append(generation)
-    entries = []
-    for campaign_id, item_id in page.object_list:
-        answers = by_key.get((campaign_id, item_id), [])
-        if not answers:
-            continue
-        entries.append(
-            {
-                "campaign": answers[0].campaign,
-                "item": answers[0].item,
-                "answers": [
-                    {
-                        "generation": g,
-                        "scores": list(g.scores.all()),
-                        "mean": statistics.fmean(s.score for s in g.scores.all())
-                        if g.scores.all()
-                        else None,
-                        "html": render_markdown(g.content) if g.content else "",
-                    }
-                    for g in answers
-                ],
-            }
-        )
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "task_type": task_type,
         "model": model,
         "reviewer": reviewer,
-        "page": page,
-        "entries": entries,
+        "page": shown.page,
+        "entries": shown.items,
         "query": query.urlencode(),
     }
     return render(request, "grading/results_items.html", context)

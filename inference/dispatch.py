@@ -17,8 +17,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Q
@@ -35,6 +36,8 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
+RUN_GENERATION = "inference.run_generation"
+"""The name of the task in `tasks.py` that runs a generation (task names are a contract)."""
 
 
 # --- Launching -------------------------------------------------------------------------------
@@ -81,9 +84,7 @@ def launch(campaign: Campaign) -> int:
 def cancel(campaign: Campaign) -> int:
     """Cancel what has not finished; running requests stop at their next chunk."""
     with transaction.atomic():
-        count = campaign.generations.filter(
-            status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
-        ).update(
+        count = campaign.generations.in_flight().update(
             status=GenerationStatus.CANCELLED,
             error="cancelled by an admin",
             finished_at=timezone.now(),
@@ -96,9 +97,7 @@ def cancel(campaign: Campaign) -> int:
 def retry_failed(campaign: Campaign) -> int:
     """Queue failed (and cancelled) generations again; their previous error is kept until then."""
     with transaction.atomic():
-        count = campaign.generations.filter(
-            status__in=[GenerationStatus.FAILED, GenerationStatus.CANCELLED]
-        ).update(
+        count = campaign.generations.retryable().update(
             status=GenerationStatus.QUEUED,
             enqueued_at=None,
             claim_token="",
@@ -152,13 +151,12 @@ def pump(endpoint_ids: Iterable[int]) -> int:
 
 
 def _enqueue(ids: list[int]) -> None:
-    from .tasks import run_generation
-
     # The queue is read at call time so a deployment (or a test) can point it elsewhere.
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     for position, pk in enumerate(ids):
         try:
-            run_generation.apply_async(args=(pk,), queue=queue)
+            # By name: the task module imports this one, so this one does not import it back.
+            current_app.send_task(RUN_GENERATION, args=(pk,), queue=queue, ignore_result=True)
         except Exception:
             # The broker is away (restarting, unreachable): leave these for the next sweep.
             logger.warning("broker unavailable; will enqueue later", exc_info=True)
@@ -185,19 +183,25 @@ def claim(generation_id: int) -> Generation | None:
             # No slot: let a finishing generation enqueue this one again.
             Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
             return None
-        token = secrets.token_hex(8)
-        moved = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
-            status=GenerationStatus.RUNNING,
-            claim_token=token,
-            lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
-            started_at=now,
-            worker=HOSTNAME,
-            enqueued_at=None,
-        )
-        if moved != 1:
+        if not _claim_queued(generation_id, now):
             return None
     generation.refresh_from_db()
     return generation
+
+
+def _claim_queued(generation_id: int, now: datetime) -> bool:
+    """The claim itself: move a queued generation to running for this worker, with a new claim
+    token and a lease from `now`. False when it was not queued any more (someone else took it,
+    or it was cancelled)."""
+    moved = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+        status=GenerationStatus.RUNNING,
+        claim_token=secrets.token_hex(8),
+        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
+        started_at=now,
+        worker=HOSTNAME,
+        enqueued_at=None,
+    )
+    return moved == 1
 
 
 def finish(
@@ -239,24 +243,11 @@ def _take_next(endpoint_id: int) -> Generation | None:
     candidate = waiting.only("pk").first()
     if candidate is None:
         return None
-    now = timezone.now()
-    token = secrets.token_hex(8)
-    moved = Generation.objects.filter(pk=candidate.pk, status=GenerationStatus.QUEUED).update(
-        status=GenerationStatus.RUNNING,
-        claim_token=token,
-        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
-        started_at=now,
-        worker=HOSTNAME,
-        enqueued_at=None,
-    )
-    return candidate if moved else None
+    return candidate if _claim_queued(candidate.pk, timezone.now()) else None
 
 
 def _close_campaign_if_done(campaign_id: int) -> None:
-    busy = Generation.objects.filter(
-        campaign_id=campaign_id,
-        status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING],
-    ).exists()
+    busy = Generation.objects.in_flight().filter(campaign_id=campaign_id).exists()
     if not busy:
         Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING).update(
             status=CampaignStatus.FINISHED

@@ -160,6 +160,26 @@ class CampaignStatus(models.TextChoices):
     CANCELLED = "cancelled", _("cancelled")
 
 
+class CampaignQuerySet(models.QuerySet["Campaign"]):
+    def launched(self) -> CampaignQuerySet:
+        """Campaigns that were launched and not cancelled: running or finished."""
+        return self.filter(status__in=[CampaignStatus.RUNNING, CampaignStatus.FINISHED])
+
+    def with_run_counts(self) -> CampaignQuerySet:
+        """Annotate each campaign with its generations: `total`, `done` (finished), `failed`
+        and `simulated`, in the one query that lists them."""
+        return self.annotate(
+            total=models.Count("generations"),
+            done=models.Count(
+                "generations", filter=models.Q(generations__status__in=FINISHED_STATUSES)
+            ),
+            failed=models.Count(
+                "generations", filter=models.Q(generations__status=GenerationStatus.FAILED)
+            ),
+            simulated=models.Count("generations", filter=models.Q(generations__simulated=True)),
+        )
+
+
 class Campaign(models.Model):
     """Which models answer which items of a suite, how many times, with which settings."""
 
@@ -193,6 +213,8 @@ class Campaign(models.Model):
     launched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CampaignQuerySet.as_manager()
 
     class Meta:
         ordering = ["slug"]
@@ -331,15 +353,34 @@ class UsageSource(models.TextChoices):
     ESTIMATED = "estimated", _("estimated")
 
 
+FINISHED_STATUSES = (
+    GenerationStatus.SUCCEEDED,
+    GenerationStatus.FAILED,
+    GenerationStatus.CANCELLED,
+)
+"""A generation in one of these is done: it changes again only if an admin retries it."""
+IN_FLIGHT_STATUSES = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
+"""A generation in one of these is waiting for a worker or being answered."""
+RETRYABLE_STATUSES = (GenerationStatus.FAILED, GenerationStatus.CANCELLED)
+"""A generation in one of these can be queued again ("retry failed")."""
+
+
 class GenerationQuerySet(models.QuerySet["Generation"]):
     def finished(self) -> GenerationQuerySet:
-        return self.filter(
-            status__in=[
-                GenerationStatus.SUCCEEDED,
-                GenerationStatus.FAILED,
-                GenerationStatus.CANCELLED,
-            ]
-        )
+        """Generations that are done: succeeded, failed or cancelled."""
+        return self.filter(status__in=FINISHED_STATUSES)
+
+    def in_flight(self) -> GenerationQuerySet:
+        """Generations still waiting for a worker or being answered."""
+        return self.filter(status__in=IN_FLIGHT_STATUSES)
+
+    def retryable(self) -> GenerationQuerySet:
+        """Failed and cancelled generations: what "retry failed" queues again."""
+        return self.filter(status__in=RETRYABLE_STATUSES)
+
+    def succeeded(self) -> GenerationQuerySet:
+        """Generations with an answer."""
+        return self.filter(status=GenerationStatus.SUCCEEDED)
 
 
 class Generation(models.Model):

@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import time
-from datetime import timedelta
-from pathlib import Path
-from typing import Any
-
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import dispatch
+from . import dispatch, progress, uploads
 from .access import HtmxHttpRequest, admin_required
 from .fixture_formats import FixtureError
-from .importer import import_fixture
 from .models import (
     Campaign,
     Generation,
-    GenerationStatus,
     Suite,
     TaskImage,
     TaskItem,
     TaskType,
 )
 from .pages import HttpResponseClientRedirect, render_page
-
-UPLOAD_SUFFIXES = (".json", ".jsonl", ".csv", ".zip")
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-UPLOAD_TTL_S = 24 * 3600
-PREVIEW_ROWS = 10
-SESSION_KEY = "pending-imports"
-FINISHED_STATES = [GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED]
 
 
 @admin_required
@@ -98,92 +80,44 @@ def image(request: HttpRequest, public_id: str, variant: str = "full") -> HttpRe
     return response
 
 
-def _upload_dir() -> Path:
-    folder = Path(settings.VAR_DIR) / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _forget_stale_uploads(folder: Path) -> None:
-    cutoff = time.time() - UPLOAD_TTL_S
-    for path in folder.iterdir():
-        if path.stat().st_mtime < cutoff:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-
-
 @admin_required
 @require_http_methods(["GET", "POST"])
 def import_items(request: HtmxHttpRequest) -> HttpResponse:
-    """Upload a fixture, preview it as a dry run, then confirm.
-
-    The uploaded file waits in var/uploads under a random token that only this admin's session
-    knows, so confirming imports exactly what was previewed.
-    """
+    """Upload a fixture, preview it as a dry run, then confirm (see `inference.uploads`)."""
     context: dict[str, object] = {"suites": Suite.objects.order_by("name")}
     if request.method == "GET":
         return render(request, "inference/import.html", context)
-
-    pending: dict[str, dict[str, str]] = request.session.get(SESSION_KEY, {})
     if "confirm" in request.POST:
-        token = request.POST.get("token", "")
-        upload = pending.pop(token, None)
-        request.session[SESSION_KEY] = pending
-        if upload is None or not Path(upload["path"]).exists():
-            context["errors"] = [
-                "This preview has expired or was already imported; upload the file again."
-            ]
-            return render_page(request, "inference/import.html", context, fragments={"result"})
-        path = Path(upload["path"])
-        try:
-            report = import_fixture(path, suite=upload["suite"] or None)
-        except FixtureError as error:
-            context["errors"] = error.problems
-            return render_page(request, "inference/import.html", context, fragments={"result"})
-        finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
-        messages.success(request, f"Suite {report.suite}: {report.summary()}.")
-        url = f"{reverse('items')}?{urlencode({'suite': report.suite})}"
-        if request.htmx:
-            return HttpResponseClientRedirect(url)
-        return redirect(url)
-
-    uploaded = request.FILES.get("file")
+        return _confirm_import(request, context)
     suite = request.POST.get("suite", "").strip()
     context["suite"] = suite
-    if uploaded is None:
-        context["errors"] = ["Choose a .json, .jsonl, .csv or .zip file to import."]
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-    name = Path(uploaded.name or "upload").name
-    if not name.lower().endswith(UPLOAD_SUFFIXES):
-        context["errors"] = [f"{name}: expected a .json, .jsonl, .csv or .zip file."]
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-    if uploaded.size and uploaded.size > MAX_UPLOAD_BYTES:
-        context["errors"] = [f"{name}: larger than {MAX_UPLOAD_BYTES // 1024**2} MB."]
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-
-    folder = _upload_dir()
-    _forget_stale_uploads(folder)
-    token = secrets.token_urlsafe(16)
-    target_dir = folder / token
-    target_dir.mkdir()
-    path = target_dir / name
-    with path.open("wb") as handle:
-        for chunk in uploaded.chunks():
-            handle.write(chunk)
     try:
-        report = import_fixture(path, suite=suite or None, dry_run=True, preview_rows=PREVIEW_ROWS)
+        upload = uploads.keep(request.FILES.get("file"), suite=suite)
+        context["filename"] = upload.filename
+        context["report"] = uploads.preview(upload)
     except FixtureError as error:
-        shutil.rmtree(target_dir, ignore_errors=True)
         context["errors"] = error.problems
-        context["filename"] = name
-        return render_page(request, "inference/import.html", context, fragments={"result"})
-    pending[token] = {"path": str(path), "suite": suite}
-    request.session[SESSION_KEY] = pending
-    context.update({"report": report, "token": token, "filename": name})
+    else:
+        uploads.remember(request.session, upload)
+        context["token"] = upload.token
     return render_page(request, "inference/import.html", context, fragments={"result"})
+
+
+def _confirm_import(request: HtmxHttpRequest, context: dict[str, object]) -> HttpResponse:
+    upload = uploads.take(request.session, request.POST.get("token", ""))
+    if upload is None:
+        context["errors"] = [uploads.EXPIRED]
+        return render_page(request, "inference/import.html", context, fragments={"result"})
+    try:
+        report = uploads.import_upload(upload)
+    except FixtureError as error:
+        context["errors"] = error.problems
+        return render_page(request, "inference/import.html", context, fragments={"result"})
+    messages.success(request, f"Suite {report.suite}: {report.summary()}.")
+    url = f"{reverse('items')}?{urlencode({'suite': report.suite})}"
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 # --- Campaign runs ---------------------------------------------------------------------------
@@ -193,16 +127,7 @@ def import_items(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def campaigns(request: HttpRequest) -> HttpResponse:
     """Every campaign with its run status, from one aggregate query."""
-    rows = (
-        Campaign.objects.select_related("suite")
-        .annotate(
-            total=Count("generations"),
-            done=Count("generations", filter=Q(generations__status__in=FINISHED_STATES)),
-            failed=Count("generations", filter=Q(generations__status=GenerationStatus.FAILED)),
-            simulated=Count("generations", filter=Q(generations__simulated=True)),
-        )
-        .order_by("slug")
-    )
+    rows = Campaign.objects.select_related("suite").with_run_counts().order_by("slug")
     return render(request, "inference/campaigns.html", {"campaigns": rows})
 
 
@@ -222,67 +147,8 @@ def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
                 request, f"Queued {dispatch.retry_failed(campaign)} generations again."
             )
         return redirect("campaign-run", public_id=campaign.public_id)
-    context = run_progress(campaign)
+    context = progress.run_progress(campaign)
     return render_page(request, "inference/campaign_run.html", context, fragments={"progress"})
-
-
-def run_progress(campaign: Campaign) -> dict[str, object]:
-    """Per-model counts by status, rate over the last minute, ETA and the latest errors."""
-    now = timezone.now()
-    recent = now - timedelta(seconds=60)
-    members = list(campaign.members.select_related("endpoint").order_by("position"))
-    counts = (
-        campaign.generations.values("endpoint_id")
-        .annotate(
-            **{state: Count("pk", filter=Q(status=state)) for state in GenerationStatus.values},
-            last_minute=Count("pk", filter=Q(finished_at__gte=recent)),
-            total=Count("pk"),
-        )
-        .order_by()
-    )
-    by_endpoint: dict[int, dict[str, Any]] = {row["endpoint_id"]: dict(row) for row in counts}
-    models: list[dict[str, Any]] = []
-    for member in members:
-        row = by_endpoint.get(member.endpoint_id, {"total": 0, "last_minute": 0})
-        total = row.get("total", 0)
-        finished = sum(row.get(state, 0) for state in FINISHED_STATES)
-        remaining = total - finished
-        rate = row.get("last_minute", 0)  # per minute
-        models.append(
-            {
-                "endpoint": member.endpoint,
-                "override": member.params_override,
-                "total": total,
-                "counts": {state: row.get(state, 0) for state in GenerationStatus.values},
-                "percent": {
-                    state: (100.0 * row.get(state, 0) / total if total else 0.0)
-                    for state in GenerationStatus.values
-                },
-                "rate_per_min": rate,
-                "eta_min": (remaining / rate) if rate and remaining else None,
-                "remaining": remaining,
-            }
-        )
-    errors = (
-        campaign.generations.filter(status=GenerationStatus.FAILED)
-        .select_related("endpoint", "item")
-        .only("public_id", "error", "finished_at", "endpoint__slug", "item__external_id")
-        .order_by("-finished_at")[:8]
-    )
-    active = campaign.generations.filter(
-        status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
-    ).exists()
-    return {
-        "campaign": campaign,
-        "models": models,
-        "errors": errors,
-        "active": active,
-        "launched": any(model["total"] for model in models),
-        # Work waits but nothing runs or finishes: most likely no worker is up.
-        "stalled": active and not any(m["counts"]["running"] or m["rate_per_min"] for m in models),
-        "simulated": campaign.generations.filter(simulated=True).exists(),
-        "fairness": [m for m in models if m["override"]],
-    }
 
 
 @admin_required

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from inference import progress
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -163,3 +164,20 @@ def test_run_page_says_when_nothing_is_running(admin_client: Client, campaign: C
     set_states(campaign, "alpha", "running")
     html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
     assert "Is a Celery worker up?" not in html
+
+
+def test_progress_gives_each_model_its_shares_rate_and_eta(campaign: Campaign) -> None:
+    set_states(campaign, "alpha", "succeeded", "failed", error="HTTP 500")
+    CampaignModel.objects.filter(endpoint__slug="beta").update(params_override={"top_p": 0.5})
+
+    shown = progress.run_progress(campaign)
+
+    alpha, beta = shown["models"]
+    assert (alpha.endpoint.slug, alpha.total, alpha.remaining) == ("alpha", 4, 2)
+    assert alpha.counts == {"queued": 2, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 0}
+    assert alpha.percent["queued"] == 50.0 and alpha.percent["failed"] == 25.0
+    assert (alpha.rate_per_min, alpha.eta_min) == (2, 1.0)
+    assert (beta.remaining, beta.rate_per_min, beta.eta_min) == (4, 0, None)
+    assert shown["fairness"] == [beta]
+    assert [g.error for g in shown["errors"]] == ["HTTP 500"]
+    assert shown["active"] and shown["launched"] and not shown["stalled"]

@@ -9,7 +9,7 @@ from django.db.models import Count
 from tqdm import tqdm
 
 from inference import dispatch
-from inference.models import Campaign, GenerationStatus
+from inference.models import FINISHED_STATUSES, Campaign, GenerationStatus
 
 
 class Command(BaseCommand):
@@ -43,18 +43,13 @@ class Command(BaseCommand):
         self.wait(campaign, total)
 
     def wait(self, campaign: Campaign, total: int) -> None:
-        done_states = [
-            GenerationStatus.SUCCEEDED,
-            GenerationStatus.FAILED,
-            GenerationStatus.CANCELLED,
-        ]
         bar = tqdm(total=total, unit="gen", file=sys.stderr, disable=None)
         last_sweep = 0.0
         while True:
             counts = dict(
                 campaign.generations.values_list("status").annotate(n=Count("pk")).order_by()
             )
-            done = sum(counts.get(state, 0) for state in done_states)
+            done = sum(counts.get(state, 0) for state in FINISHED_STATUSES)
             bar.n = done
             bar.set_postfix(
                 ok=counts.get(GenerationStatus.SUCCEEDED, 0),
