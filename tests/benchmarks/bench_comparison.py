@@ -69,8 +69,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.harness import (
+    ADMIN_URL,
+    REPO,
+    create_database,
+    drop_database,
+    migrate,
+    percentile,
+    run_child,
+    setup_django,
+)
+
 REDIS_URL = "redis://127.0.0.1:6379/13"
 REVIEWERS = 10
 FAILED_SHARE = 0.01
@@ -98,56 +108,6 @@ CAMPAIGNS = {
 
 
 # --- Helpers ------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def setup_django() -> None:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grading.settings")
-    sys.path.insert(0, str(REPO))
-    django.setup()
-
-
-def run_child(env: dict[str, str], *args: str) -> dict[str, Any]:
-    """Run this script with `args`; pass its printed lines through, return its last JSON line."""
-    out = subprocess.run(
-        [sys.executable, __file__, *args], env=env, cwd=REPO, capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-4000:] + out.stderr[-6000:])
-        raise RuntimeError(f"child {args} failed with exit code {out.returncode}")
-    *printed, last = out.stdout.strip().splitlines()
-    for line in printed:
-        print(line, flush=True)
-    return dict(json.loads(last))
-
-
-def create_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
 
 
 # --- Child: build the data ----------------------------------------------------------------------
@@ -814,7 +774,7 @@ def main() -> None:
             create_database(name)
             try:
                 migrate(env)
-                b = run_child(env, "--build", str(scores))
+                b = run_child(__file__, env, "--build", str(scores), echo=True)
                 phases = ", ".join(f"{k} {v:.1f} s" for k, v in b["phases"].items())
                 print(
                     f"\n== {size} database: 3 campaigns x 2 models, 21 task types, "
@@ -837,8 +797,8 @@ def main() -> None:
                     label = f"{size} database ({b['scores']:,} scores), {cache_name} cache"
                     score_reps = args.score_reps if size == "big" else max(3, args.score_reps // 2)
                     results[size, cache_name] = run_child(
-                        cache_env, "--measure", label, "--reps", str(reps),
-                        "--cold-reps", str(cold), "--score-reps", str(score_reps),
+                        __file__, cache_env, "--measure", label, "--reps", str(reps),
+                        "--cold-reps", str(cold), "--score-reps", str(score_reps), echo=True,
                     )  # fmt: skip
             finally:
                 drop_database(name)

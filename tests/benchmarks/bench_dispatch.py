@@ -41,15 +41,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.harness import (
+    ADMIN_URL,
+    REPO,
+    create_database,
+    drop_database,
+    percentile,
+    postgres_available,
+    setup_django,
+)
+
 REDIS_URL = "redis://127.0.0.1:6379/13"
 ERNIE = "baidu/ERNIE-4.5-0.3B-Paddle"  # FastDeploy dialect
 QWEN = "Qwen/Qwen2.5-VL-32B-Instruct"  # vLLM dialect
@@ -57,17 +66,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- Small helpers (also used by bench_overhead.py) -------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def process_cpu_s(pid: int) -> float:
@@ -116,16 +114,6 @@ def postgres_cpu_s() -> float | None:
     return ticks / CLK_TCK
 
 
-def postgres_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
-    except Exception:
-        return False
-    return True
-
-
 def redis_available() -> bool:
     try:
         import redis
@@ -169,11 +157,8 @@ def throwaway_environment(
         env["CELERY_BROKER_URL"] = REDIS_URL
     pg_name = None
     if use_pg:
-        import psycopg
-
         pg_name = f"gradebench_bench_{tag}_{os.getpid()}"
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
+        create_database(pg_name)
         env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{pg_name}"
     else:
         env["DATABASE_URL"] = f"sqlite:///{work / 'bench.sqlite3'}"
@@ -196,10 +181,7 @@ def throwaway_environment(
         os.environ.clear()
         os.environ.update(saved)
         if pg_name is not None:
-            import psycopg
-
-            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+            drop_database(pg_name)
         if use_redis:
             import redis
 
@@ -402,11 +384,7 @@ class Probe:
 
 
 def worker_main(stats: Path, ready: Path, queue: str, concurrency: int, probe: bool) -> None:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grading.settings")
-    sys.path.insert(0, str(REPO))
-    django.setup()
+    setup_django()
     from celery.signals import worker_ready, worker_shutdown
 
     if probe:
@@ -449,16 +427,6 @@ class Scenario:
     def service_s(self, completion_tokens: int | None) -> float:
         n = completion_tokens or self.tokens
         return self.ttft_ms / 1000 + (n - 1) / self.tps
-
-
-def setup_django() -> None:
-    import django
-
-    sys.path.insert(0, str(REPO))
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def create_campaign(
@@ -932,7 +900,7 @@ def main() -> None:
             f"--pool threads --concurrency {args.concurrency}; {environment.label}; "
             f"{os.cpu_count()} cores"
         )
-        setup_django()
+        setup_django(migrate=True)
         for scenario in scenarios:
             run_scenario(
                 scenario,

@@ -16,13 +16,21 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.harness import (
+    create_database,
+    drop_database,
+    migrate,
+    postgres_available,
+    run_child,
+    setup_django,
+)
+
 TEXT_TYPES = ["AR", "CK", "CR", "CG", "TG", "FP", "GCG", "IE", "MR", "QA", "SP", "SR", "SUM", "TAG"]
 
 
@@ -73,11 +81,7 @@ def make_fixture(folder: Path, text_items: int, image_items: int) -> Path:
 
 def child(path: str) -> None:
     """Import once and print a JSON line of measurements."""
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grading.settings")
-    sys.path.insert(0, str(REPO))
-    django.setup()
+    setup_django()
     from django.db import connection
 
     import inference.importer as importer
@@ -119,36 +123,10 @@ def child(path: str) -> None:
     )
 
 
-def run_child(path: Path, env: dict[str, str]) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(path)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
-
-
-def postgres_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
-    except Exception:
-        return False
-    return True
-
-
 def bench(label: str, fixture: Path, env: dict[str, str]) -> None:
     migrate(env)
-    first = run_child(fixture, env)
-    again = run_child(fixture, env)
+    first = run_child(__file__, env, "--child", str(fixture))
+    again = run_child(__file__, env, "--child", str(fixture))
     assert first["created"] == first["items"] and again["unchanged"] == again["items"]
     rate1, rate2 = first["items"] / first["seconds"], again["items"] / again["seconds"]
     share = 100 * first["image_seconds"] / first["seconds"]
@@ -165,9 +143,6 @@ def bench(label: str, fixture: Path, env: dict[str, str]) -> None:
         f"peak RSS {again['max_rss_mb']:.0f} MB"
     )
     print(f"{label}: re-import is {speedup:.1f}x faster than the first import")
-
-
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def main() -> None:
@@ -188,22 +163,14 @@ def main() -> None:
         sqlite_env = {**base_env, "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}"}
         bench("SQLite", fixture, sqlite_env)
         if postgres_available():
-            import psycopg
-
             name = f"gradebench_bench_{os.getpid()}"
-            with psycopg.connect(
-                "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
-            ) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
+            create_database(name)
             try:
                 url = f"postgres://postgres@127.0.0.1:5432/{name}"
                 pg_env = {**base_env, "DATABASE_URL": url}
                 bench("PostgreSQL", fixture, pg_env)
             finally:
-                with psycopg.connect(
-                    "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
-                ) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                drop_database(name)
         else:
             print("PostgreSQL: not reachable on 127.0.0.1:5432, skipped")
 

@@ -52,11 +52,11 @@ from tests.benchmarks.bench_dispatch import (  # noqa: E402
     pg_sessions,
     postgres_cpu_s,
     process_cpu_s,
-    setup_django,
     simulator_process,
     throwaway_environment,
     worker_process,
 )
+from tests.benchmarks.harness import setup_django  # noqa: E402
 
 SHORT = 20
 LONG = 400
@@ -290,7 +290,7 @@ def main() -> None:
             f"token per chunk, 400 tok/s), 2 simulated endpoints, {args.concurrency} streams at "
             f"once; {environment.label}"
         )
-        setup_django()
+        setup_django(migrate=True)
         results: dict[str, list[Measure]] = {"worker": [], "in-process": []}
         run = 0
         for tokens in (SHORT, LONG):

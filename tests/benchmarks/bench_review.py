@@ -54,8 +54,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.harness import (
+    REPO,
+    create_database,
+    drop_database,
+    migrate,
+    percentile,
+    postgres_available,
+    run_child,
+    setup_django,
+)
+
 PASSWORD = "a-long-benchmark-password-42"
 REVIEWERS = 20
 MODELS = 2
@@ -70,17 +80,6 @@ ANSWER = (
 
 
 # --- Helpers ------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summary(values: Sequence[float]) -> str:
@@ -107,28 +106,6 @@ def process_cpu_s(pid: int) -> float:
 def children_of(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def setup_django() -> None:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grading.settings")
-    sys.path.insert(0, str(REPO))
-    django.setup()
-
-
-def run_child(env: dict[str, str], *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-        raise RuntimeError(f"child {args} failed with exit code {out.returncode}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --- Child: build the data ----------------------------------------------------------------------
@@ -747,23 +724,6 @@ def part2(env: dict[str, str], work: Path, args: Any) -> dict[str, Any]:
 # --- Orchestration ------------------------------------------------------------------------------
 
 
-def postgres_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
-    except Exception:
-        return False
-    return True
-
-
-def admin_sql(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(statement)  # type: ignore[arg-type]
-
-
 def print_part1(small: dict[str, Any], big: dict[str, Any], small_items: int) -> None:
     reps = len(big["times"]["GET /review/next/"])
     print(f"\nPart 1: in-process server time (Django test Client), {reps} repetitions, reviewer00")
@@ -840,13 +800,13 @@ def main() -> None:
         big_env = {**base_env, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{big_db}"}
         small_env = {**base_env, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{small_db}"}
         try:
-            admin_sql(f'CREATE DATABASE "{big_db}"')
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "-v0"], env=big_env, cwd=REPO, check=True
+            create_database(big_db)
+            migrate(big_env)
+            create_database(small_db, template=big_db)
+            small_built = run_child(
+                __file__, small_env, "--child", "build", "--items", str(args.small_items)
             )
-            admin_sql(f'CREATE DATABASE "{small_db}" TEMPLATE "{big_db}"')
-            small_built = run_child(small_env, "--child", "build", "--items", str(args.small_items))
-            built = run_child(big_env, "--child", "build", "--items", str(args.items))
+            built = run_child(__file__, big_env, "--child", "build", "--items", str(args.items))
             phases = ", ".join(f"{k} {v:.1f} s" for k, v in built["phases"].items())
             print(
                 f"data: 1 campaign, {MODELS} models x {built['items']:,} items = "
@@ -860,17 +820,17 @@ def main() -> None:
                 f"small database: {small_built['generations']:,} generations, "
                 f"{small_built['units']:,} units, {small_built['scores']:,} scores"
             )
-            small = run_child(small_env, "--child", "part1", "--reps", str(args.reps))
-            big = run_child(big_env, "--child", "part1", "--reps", str(args.reps))
+            small = run_child(__file__, small_env, "--child", "part1", "--reps", str(args.reps))
+            big = run_child(__file__, big_env, "--child", "part1", "--reps", str(args.reps))
             print_part1(small, big, args.small_items)
 
-            before = run_child(big_env, "--child", "check")
+            before = run_child(__file__, big_env, "--child", "check")
             load = part2(big_env, work, args)
-            after = run_child(big_env, "--child", "check")
+            after = run_child(__file__, big_env, "--child", "check")
             print_part2(load, before, after, args)
         finally:
-            admin_sql(f'DROP DATABASE IF EXISTS "{small_db}" WITH (FORCE)')
-            admin_sql(f'DROP DATABASE IF EXISTS "{big_db}" WITH (FORCE)')
+            drop_database(small_db)
+            drop_database(big_db)
     print(f"\ntotal {time.perf_counter() - overall:.0f} s; throwaway databases dropped")
 
 

@@ -39,18 +39,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.harness import (
+    REPO,
+    create_database,
+    drop_database,
+    migrate,
+    postgres_available,
+    setup_django,
+)
+
 SMALL_SHARE = 10  # `small` gets 1/10 of the items
 IMPORT_BUDGET_S = 240.0
-
-
-def setup_django() -> None:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grading.settings")
-    sys.path.insert(0, str(REPO))
-    django.setup()
 
 
 def build(items: int, reviewers: int) -> None:
@@ -224,25 +224,6 @@ def run_child(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]
     }
 
 
-def create_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
-
-
 def prefix(source: Path, target: Path, rows: int) -> None:
     """The header and the first `rows` rows (no cell of this export spans lines)."""
     with source.open("rb") as src, target.open("wb") as dst:
@@ -297,11 +278,7 @@ def main() -> None:
         rows_only()
         return
 
-    try:
-        import psycopg
-
-        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
-    except Exception:
+    if not postgres_available():
         sys.exit("PostgreSQL is not reachable on 127.0.0.1:5432; this benchmark needs it")
 
     name = f"gradebench_bench_scores_{os.getpid()}"

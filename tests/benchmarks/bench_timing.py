@@ -32,7 +32,6 @@ import gc
 import io
 import itertools
 import json
-import math
 import os
 import re
 import signal
@@ -60,6 +59,7 @@ from inference.client import (  # noqa: E402
     complete_with_retries,
 )
 from inference.metrics import speed_metrics  # noqa: E402
+from tests.benchmarks.harness import percentile  # noqa: E402
 
 MODEL = "baidu/ERNIE-4.5-0.3B-Paddle"  # FastDeploy dialect, one token per chunk
 VISION_MODEL = "baidu/ERNIE-4.5-VL-28B-A3B-Paddle"  # same server, accepts images
@@ -111,17 +111,6 @@ class GcPauses:
             f"{len(self.pauses)} full GC(s) in this process, longest "
             f"{max(self.pauses):.0f} ms (every thread stops meanwhile)"
         )
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class Simulator:
