@@ -69,7 +69,7 @@ def sync_units(campaign: Campaign) -> int:
     # .order_by(): these are sets; the model's default ordering would add joins and a sort.
     busy = set(campaign.generations.in_flight().order_by().values_list("item_id", "sample"))
     # Answers brought in by import_scores are placeholders: there is nothing to review.
-    answered = campaign.generations.succeeded().exclude(request__has_key="imported_from")
+    answered = campaign.generations.succeeded().generated()
     ready = set(answered.order_by().values_list("item_id", "sample"))
     if review.layout == Layout.SINGLE:
         return _sync_single_units(campaign, review, busy)
@@ -112,7 +112,7 @@ def _sync_single_units(
     )
     answers = (
         campaign.generations.succeeded()
-        .exclude(request__has_key="imported_from")
+        .generated()
         .order_by()
         .values_list("pk", "item_id", "sample", "identity_leaks")
     )

@@ -43,6 +43,7 @@ from inference.models import (
     Campaign,
     CampaignModel,
     Generation,
+    GenerationSource,
     GenerationStatus,
     Modality,
     ModelEndpoint,
@@ -51,7 +52,6 @@ from inference.models import (
 
 from . import stats
 from .models import ReviewSettings, Score
-from .scores_import import IMPORTED_SUITE_PREFIX
 
 MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
@@ -183,9 +183,10 @@ class Base:
 
 
 def campaign_infos(
-    campaigns: Sequence[Campaign], simulated: Collection[int] = ()
+    campaigns: Sequence[Campaign], simulated: Collection[int] = (), imported: Collection[int] = ()
 ) -> list[CampaignInfo]:
-    """What the pages show of these campaigns; `simulated` holds those with simulated answers."""
+    """What the pages show of these campaigns; `simulated` and `imported` hold those with
+    simulated or imported answers."""
     infos = []
     for campaign in campaigns:
         members: list[CampaignModel] = list(campaign.members.all())
@@ -198,7 +199,7 @@ def campaign_infos(
                 matchup=campaign.matchup,
                 models=tuple(m.endpoint.slug for m in members),
                 simulated=campaign.pk in simulated,
-                imported=campaign.suite.name.startswith(IMPORTED_SUITE_PREFIX),
+                imported=campaign.pk in imported,
                 params={m.endpoint.slug: m.effective_params() for m in members},
             )
         )
@@ -226,6 +227,7 @@ class Stamp:
 
     scored: bool
     simulated: bool
+    imported: bool
     figures: tuple[Any, ...]
 
 
@@ -251,6 +253,7 @@ def stamps(campaign_pks: Sequence[int]) -> dict[int, Stamp]:
             succeeded=Count("pk", filter=Q(status=GenerationStatus.SUCCEEDED)),
             failed=Count("pk", filter=Q(status=GenerationStatus.FAILED)),
             simulated=Count("pk", filter=Q(simulated=True)),
+            imported=Count("pk", filter=Q(source=GenerationSource.IMPORTED)),
         )
         .order_by()
     )
@@ -261,6 +264,7 @@ def stamps(campaign_pks: Sequence[int]) -> dict[int, Stamp]:
         result[pk] = Stamp(
             scored=version > 0,
             simulated=bool(row["simulated"]),
+            imported=bool(row["imported"]),
             figures=(version, tuple(sorted(row.items()))),
         )
     return result

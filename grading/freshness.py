@@ -113,7 +113,8 @@ def scope_of(campaigns: Sequence[Campaign], *, reviewer: str, scored_only: bool)
     if scored_only:
         campaigns = [c for c in campaigns if c.pk in found and found[c.pk].scored]
     simulated = {pk for pk, stamp in found.items() if stamp.simulated}
-    infos = comparison.campaign_infos(campaigns, simulated=simulated)
+    imported = {pk for pk, stamp in found.items() if stamp.imported}
+    infos = comparison.campaign_infos(campaigns, simulated=simulated, imported=imported)
     pks = [info.pk for info in infos]
     what = repr(
         (comparison.CACHE_VERSION, reviewer, [(i.pk, i.slug, i.models, i.params) for i in infos])

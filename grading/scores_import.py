@@ -29,6 +29,7 @@ from inference.models import (
     CampaignModel,
     CampaignStatus,
     Generation,
+    GenerationSource,
     GenerationStatus,
     ModelEndpoint,
     Suite,
@@ -650,7 +651,7 @@ class _Loader:
                     sample=answer.sample,
                     status=GenerationStatus.SUCCEEDED,
                     content=PLACEHOLDER_ANSWER,
-                    request={"imported_from": self.source},
+                    source=GenerationSource.IMPORTED,
                     finished_at=answer.finished_at,
                     **dict(zip(GENERATION_COLUMNS, answer.generation_fields, strict=True)),
                 )

@@ -348,6 +348,13 @@ class GenerationStatus(models.TextChoices):
     CANCELLED = "cancelled", _("cancelled")
 
 
+class GenerationSource(models.TextChoices):
+    """Where an answer came from: one of our workers, or a file (an answer made elsewhere)."""
+
+    GENERATED = "generated", _("generated")
+    IMPORTED = "imported", _("imported")
+
+
 class UsageSource(models.TextChoices):
     SERVER = "server", _("server")
     ESTIMATED = "estimated", _("estimated")
@@ -381,6 +388,10 @@ class GenerationQuerySet(models.QuerySet["Generation"]):
     def succeeded(self) -> GenerationQuerySet:
         """Generations with an answer."""
         return self.filter(status=GenerationStatus.SUCCEEDED)
+
+    def generated(self) -> GenerationQuerySet:
+        """Answers our workers asked a model for (not imported from a file)."""
+        return self.filter(source=GenerationSource.GENERATED)
 
 
 class Generation(models.Model):
@@ -417,6 +428,12 @@ class Generation(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     simulated = models.BooleanField(default=False)
+    source = models.CharField(
+        max_length=16,
+        choices=GenerationSource.choices,
+        default=GenerationSource.GENERATED,
+        help_text=_("Imported answers came from a file and are never sent to a model."),
+    )
     identity_leaks = models.JSONField(
         default=list, blank=True, help_text=_("Model or vendor names found in the answer.")
     )

@@ -723,7 +723,9 @@ def test_imported_answers_never_reach_the_review_queue(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     call_command("import_scores", str(path), stdout=StringIO(), stderr=StringIO())
-    assert queue.sync_units(Campaign.objects.get(slug="seed")) == 0
+    campaign = Campaign.objects.get(slug="seed")
+    assert list(campaign.generations.values_list("source", flat=True)) == ["imported"]
+    assert queue.sync_units(campaign) == 0
 
 
 # --- Import in bulk ----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from grading.roles import reviewers_group
-from grading.scores_import import IMPORTED_SUITE_PREFIX
 
 CREDENTIALS_FILE = "demo-credentials.txt"
 
@@ -176,9 +175,9 @@ class Command(BaseCommand):
     def launch_campaigns(self) -> None:
         """Launch the reference matchups against the simulator (once; later runs resume)."""
         from inference import dispatch
-        from inference.models import Campaign
+        from inference.models import Campaign, GenerationSource
 
-        imported = Campaign.objects.filter(suite__name__startswith=IMPORTED_SUITE_PREFIX)
+        imported = Campaign.objects.filter(generations__source=GenerationSource.IMPORTED)
         for campaign in Campaign.objects.exclude(pk__in=imported).order_by("slug"):
             created = dispatch.launch(campaign)
             self.stdout.write(f"campaign {campaign.slug}: {created} new generations queued")
