@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from inference.models import Campaign, CampaignStatus, Generation
 
+from .blind_sheet import label as answer_label
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -32,7 +33,6 @@ from .models import (
     ReviewSettings,
     ReviewUnit,
 )
-from .review import label as answer_label
 
 _random = random.SystemRandom()
 

@@ -29,7 +29,7 @@ from inference.models import Campaign
 
 from .models import Export, ExportKind, ExportStatus
 from .scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
-from .workers import worker_responds
+from .worker_ping import worker_responds
 
 logger = logging.getLogger(__name__)
 

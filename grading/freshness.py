@@ -23,7 +23,7 @@ for `RESULTS_BUILD_COOLDOWN_S`: the old figures stay on the page and the build i
 once per cool-down, not in a tight loop.
 
 Where a rebuild runs: in a Celery worker (the task `gradebench.rebuild_results`), or in a
-thread of the web process when no worker answers. Asking a worker (`grading.workers`) takes
+thread of the web process when no worker answers. Asking a worker (`grading.worker_ping`) takes
 seconds, never affordable in a request, so the rebuild task is its own ping: the request
 enqueues it and leaves a watcher thread; the task, once started, records in the cache that a
 worker answers. If no worker has started it after `RESULTS_WORKER_START_S`, the watcher builds

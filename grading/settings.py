@@ -244,7 +244,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A model request in flight does not depend on the broker: let it finish and store its answer
 # when the broker connection drops (the database, not the message, records what is done).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-# No broadcast remote control: nothing here uses it (liveness is a task: grading.workers), and
+# No broadcast remote control: nothing here uses it (liveness is a task: grading.worker_ping), and
 # its Redis pub/sub channel is what fails to recover when Redis restarts under a busy worker.
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = env_bool("CELERY_WORKER_ENABLE_REMOTE_CONTROL", False)
 CELERY_TIMEZONE = TIME_ZONE

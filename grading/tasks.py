@@ -8,7 +8,7 @@ from celery import shared_task
 from django.core.cache import cache
 
 from . import exports, freshness
-from .workers import PING_KEY
+from .worker_ping import PING_KEY
 
 
 @shared_task(name="gradebench.ping", ignore_result=True)

@@ -40,7 +40,7 @@ from inference.models import (
 )
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
-from . import assignment, charts, comparison, drilldown, exports, freshness, progress, review
+from . import assignment, blind_sheet, charts, comparison, drilldown, exports, freshness, progress
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -146,7 +146,7 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         if "skip" in request.POST and held.status == AssignmentStatus.RESERVED:
             assignment.skip(held)
             return _next_page(request)
-        scores = review.read_form(request.POST, held)
+        scores = blind_sheet.read_form(request.POST, held)
         try:
             if held.status == AssignmentStatus.SUBMITTED:
                 assignment.edit(held, scores)
@@ -168,7 +168,7 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 
 def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> dict[str, object]:
     return {
-        "sheet": review.build_sheet(held),
+        "sheet": blind_sheet.build_sheet(held),
         "error": error,
         "progress": progress.reviewer_progress(request.user, held.unit.campaign_id),
         "score_range": range(11),
@@ -198,7 +198,7 @@ def _next_page(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def my_scores(request: HttpRequest) -> HttpResponse:
     """The reviewer's own submitted work, newest first; each can be reopened and edited."""
-    rows, pager = review.scored_work(request.user.pk, request.GET.get("page"))
+    rows, pager = blind_sheet.scored_work(request.user.pk, request.GET.get("page"))
     return render(request, "grading/my_scores.html", {"rows": rows, "pager": pager})
 
 

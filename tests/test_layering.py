@@ -136,7 +136,7 @@ def test_a_cycle_through_an_import_inside_a_function_is_found(tmp_path: Path) ->
 
 def test_tasks_sent_by_name_are_registered_under_that_name() -> None:
     # These modules enqueue by task name so as not to import the task modules that import them.
-    from grading import exports, freshness, workers
+    from grading import exports, freshness, worker_ping
     from grading import tasks as grading_tasks
     from inference import dispatch
     from inference import tasks as inference_tasks
@@ -144,5 +144,5 @@ def test_tasks_sent_by_name_are_registered_under_that_name() -> None:
     assert inference_tasks.run_generation.name == dispatch.RUN_GENERATION
     assert grading_tasks.write_export.name == exports.WRITE_EXPORT
     assert grading_tasks.rebuild_results.name == freshness.REBUILD_RESULTS
-    assert grading_tasks.ping.name == workers.PING
-    assert grading_tasks.PING_KEY is workers.PING_KEY
+    assert grading_tasks.ping.name == worker_ping.PING
+    assert grading_tasks.PING_KEY is worker_ping.PING_KEY

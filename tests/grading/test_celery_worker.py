@@ -55,6 +55,6 @@ def test_worker_process_runs_task_through_redis(celery_worker_process) -> None:
 
 
 def test_worker_responds_is_none_without_a_worker(db) -> None:
-    from grading.workers import worker_responds
+    from grading.worker_ping import worker_responds
 
     assert worker_responds(timeout_s=0.5, queue=f"nobody-listens-{secrets.token_hex(4)}") is None
