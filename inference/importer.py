@@ -53,6 +53,17 @@ class ParsedItem:
         encoded = json.dumps(content, ensure_ascii=False, sort_keys=True).encode("utf-8")
         return hashlib.sha256(encoded).hexdigest()
 
+    def stored_fields(self) -> dict[str, Any]:
+        """The TaskItem fields this item sets, on creation and on update alike."""
+        return {
+            "task_type": self.task_type,
+            "prompt": self.prompt,
+            "system": self.system,
+            "reference": self.reference,
+            "tags": self.tags,
+            "content_hash": self.content_hash(),
+        }
+
 
 @dataclass
 class ImportReport:
@@ -370,16 +381,7 @@ def _write(
     )
     TaskItem.objects.bulk_create(
         [
-            TaskItem(
-                suite=suite,
-                external_id=item.external_id,
-                task_type=item.task_type,
-                prompt=item.prompt,
-                system=item.system,
-                reference=item.reference,
-                tags=item.tags,
-                content_hash=item.content_hash(),
-            )
+            TaskItem(suite=suite, external_id=item.external_id, **item.stored_fields())
             for item in to_create
         ],
         batch_size=_BATCH,
@@ -387,16 +389,7 @@ def _write(
     now = timezone.now()
     TaskItem.objects.bulk_update(
         [
-            TaskItem(
-                pk=pk,
-                task_type=item.task_type,
-                prompt=item.prompt,
-                system=item.system,
-                reference=item.reference,
-                tags=item.tags,
-                content_hash=item.content_hash(),
-                updated_at=now,
-            )
+            TaskItem(pk=pk, updated_at=now, **item.stored_fields())
             for pk, item in to_update
         ],
         ["task_type", "prompt", "system", "reference", "tags", "content_hash", "updated_at"],
