@@ -388,10 +388,7 @@ def _write(
     )
     now = timezone.now()
     TaskItem.objects.bulk_update(
-        [
-            TaskItem(pk=pk, updated_at=now, **item.stored_fields())
-            for pk, item in to_update
-        ],
+        [TaskItem(pk=pk, updated_at=now, **item.stored_fields()) for pk, item in to_update],
         ["task_type", "prompt", "system", "reference", "tags", "content_hash", "updated_at"],
         batch_size=_BATCH,
     )
