@@ -459,15 +459,12 @@ def _results_page(
     wanted_csv = request.GET.get("csv")
     if wanted_csv:
         return _chart_csv(figures, selection, wanted_csv, campaign)
-    review = ReviewSettings.objects.filter(campaign=campaign).first() if campaign else None
     chosen = request.GET.getlist("campaign") if campaign is None else []
     # The page's sort and CSV links keep the campaigns chosen, as its filter form does.
     link_query = QueryDict(filters.as_query(), mutable=True)
     link_query.setlist("campaign", chosen)
     context = {
-        "campaign": comparison.campaign_infos([campaign])[0] if campaign else None,
-        "results_open": bool(review and review.results_open),
-        "grading_ended": bool(review and review.grading_ended),
+        **_campaign_heading(campaign),
         "withheld": withheld,
         "selection": selection,
         "freshness": current,
@@ -484,6 +481,18 @@ def _results_page(
         "chosen_campaigns": chosen,
     }
     return render_page(request, "grading/results.html", context, fragments={"results"})
+
+
+def _campaign_heading(campaign: Campaign | None) -> dict[str, object]:
+    """A campaign results page's heading: the campaign, and whether reviewers may read it."""
+    if campaign is None:
+        return {"campaign": None, "results_open": False, "grading_ended": False}
+    review = ReviewSettings.objects.filter(campaign=campaign).first()
+    return {
+        "campaign": comparison.campaign_infos([campaign])[0],
+        "results_open": bool(review and review.results_open),
+        "grading_ended": bool(review and review.grading_ended),
+    }
 
 
 def _chart_csv(
