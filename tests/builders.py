@@ -75,6 +75,17 @@ def suite(name: str, task_types: Iterable[str]) -> Suite:
     return made
 
 
+def item(of: Suite, external_id: str, code: str = "AR") -> TaskItem:
+    """One more item of suite `of`, of task type `code`."""
+    return TaskItem.objects.create(
+        suite=of,
+        external_id=external_id,
+        task_type=TaskType.objects.get(code=code),
+        prompt=f"prompt {external_id}",
+        content_hash=f"{of.name}/{external_id}",
+    )
+
+
 def campaign(
     slug: str,
     of: Suite,
