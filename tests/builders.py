@@ -15,6 +15,7 @@ and per-model sampling settings.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -148,9 +149,21 @@ def generation(
     sample: int = 0,
     status: str = GenerationStatus.SUCCEEDED,
     timings: Timings = Timings(),
+    content: str | None = None,
+    error: str | None = None,
 ) -> Generation:
-    """One answer of `model` to `item` in campaign `of`, with these timings."""
-    answer = new_generation(of, item, model, sample=sample, status=status, timings=timings)
+    """One answer of `model` to `item` in campaign `of`, with these timings; `content` and
+    `error` replace the made-up ones."""
+    answer = new_generation(
+        of,
+        item,
+        model,
+        sample=sample,
+        status=status,
+        timings=timings,
+        content=content,
+        error=error,
+    )
     answer.save()
     return answer
 
@@ -163,6 +176,8 @@ def new_generation(
     sample: int = 0,
     status: str = GenerationStatus.SUCCEEDED,
     timings: Timings = Timings(),
+    content: str | None = None,
+    error: str | None = None,
 ) -> Generation:
     """`generation`, not saved yet: for `Generation.objects.bulk_create`."""
     succeeded = status == GenerationStatus.SUCCEEDED
@@ -173,8 +188,14 @@ def new_generation(
         sample=sample,
         status=status,
         attempts=0 if status == GenerationStatus.QUEUED else 1,
-        content=f"answer of {model.slug} to {item.external_id}" if succeeded else "",
-        error="" if succeeded else "HTTP 503",
+        content=(
+            content
+            if content is not None
+            else f"answer of {model.slug} to {item.external_id}"
+            if succeeded
+            else ""
+        ),
+        error=error if error is not None else "" if succeeded else "HTTP 503",
         ttft_ms=timings.ttft_ms,
         response_time_ms=timings.response_time_ms,
         completion_tokens=timings.completion_tokens,
@@ -195,28 +216,44 @@ def reviewer(username: str, *, password: str | None = None) -> User:
 
 
 def score(
-    answer: Generation, by: User, value: int, *, position: int = 0, rubric: Rubric | None = None
+    answer: Generation,
+    by: User,
+    value: int,
+    *,
+    position: int = 0,
+    rubric: Rubric | None = None,
+    comment: str = "",
+    at: datetime.datetime | None = None,
 ) -> Score:
-    """`by`'s score of one answer, under `rubric` (default: the current one).
+    """`by`'s score of one answer, under `rubric` (default: the current one), given `at`
+    (default: now).
 
     Call `scores_written` once the scores of a campaign are in.
     """
-    given = new_score(answer, by, value, position=position, rubric=rubric)
+    given = new_score(answer, by, value, position=position, rubric=rubric, comment=comment, at=at)
     given.save()
     return given
 
 
 def new_score(
-    answer: Generation, by: User, value: int, *, position: int = 0, rubric: Rubric | None = None
+    answer: Generation,
+    by: User,
+    value: int,
+    *,
+    position: int = 0,
+    rubric: Rubric | None = None,
+    comment: str = "",
+    at: datetime.datetime | None = None,
 ) -> Score:
     """`score`, not saved yet: for `Score.objects.bulk_create`."""
     return Score(
         generation=answer,
         reviewer=by,
         score=value,
+        comment=comment,
         position=position,
         rubric=rubric or Rubric.objects.current(),
-        scored_at=timezone.now(),
+        scored_at=at or timezone.now(),
     )
 
 
