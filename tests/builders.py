@@ -31,6 +31,7 @@ from grading.scores_import import IMPORTED_SUITE_PREFIX
 from inference.models import (
     Campaign,
     CampaignModel,
+    CampaignStatus,
     Generation,
     GenerationStatus,
     Modality,
@@ -76,13 +77,13 @@ def suite(name: str, task_types: Iterable[str]) -> Suite:
     return made
 
 
-def item(of: Suite, external_id: str, code: str = "AR") -> TaskItem:
-    """One more item of suite `of`, of task type `code`."""
+def item(of: Suite, external_id: str, code: str = "AR", *, prompt: str = "") -> TaskItem:
+    """One more item of suite `of`, of task type `code` (prompt: `prompt <external_id>`)."""
     return TaskItem.objects.create(
         suite=of,
         external_id=external_id,
         task_type=TaskType.objects.get(code=code),
-        prompt=f"prompt {external_id}",
+        prompt=prompt or f"prompt {external_id}",
         content_hash=f"{of.name}/{external_id}",
     )
 
@@ -98,8 +99,10 @@ def campaign(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     samples: int = 1,
     reviewers_per_output: int = 2,
+    status: str = CampaignStatus.FINISHED,
 ) -> Campaign:
-    """A finished campaign of these models, with its review settings.
+    """A campaign of these models, finished unless `status` says otherwise, with its review
+    settings.
 
     `positions` are the models' `CampaignModel.position` (default 0, 1, …): the model with the
     lowest one is the campaign's first model, whatever the order `models` are given in.
@@ -110,7 +113,7 @@ def campaign(
         name=slug,
         matchup=matchup,
         suite=of,
-        status="finished",
+        status=status,
         samples=samples,
         params=dict(params or {"temperature": 0.7, "top_p": 0.8, "max_tokens": 2048}),
     )
