@@ -184,6 +184,10 @@ def new_generation(
 ) -> Generation:
     """`generation`, not saved yet: for `Generation.objects.bulk_create`."""
     succeeded = status == GenerationStatus.SUCCEEDED
+    if content is None:
+        content = f"answer of {model.slug} to {item.external_id}" if succeeded else ""
+    if error is None:
+        error = "" if succeeded else "HTTP 503"
     return Generation(
         campaign=of,
         item=item,
@@ -191,14 +195,8 @@ def new_generation(
         sample=sample,
         status=status,
         attempts=0 if status == GenerationStatus.QUEUED else 1,
-        content=(
-            content
-            if content is not None
-            else f"answer of {model.slug} to {item.external_id}"
-            if succeeded
-            else ""
-        ),
-        error=error if error is not None else "" if succeeded else "HTTP 503",
+        content=content,
+        error=error,
         ttft_ms=timings.ttft_ms,
         response_time_ms=timings.response_time_ms,
         completion_tokens=timings.completion_tokens,
