@@ -15,6 +15,7 @@ and per-model sampling settings.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from grading.scores_import import IMPORTED_SUITE_PREFIX
 from inference.models import (
     Campaign,
     CampaignModel,
+    CampaignStatus,
     Generation,
     GenerationStatus,
     Modality,
@@ -75,6 +77,17 @@ def suite(name: str, task_types: Iterable[str]) -> Suite:
     return made
 
 
+def item(of: Suite, external_id: str, code: str = "AR", *, prompt: str = "") -> TaskItem:
+    """One more item of suite `of`, of task type `code` (prompt: `prompt <external_id>`)."""
+    return TaskItem.objects.create(
+        suite=of,
+        external_id=external_id,
+        task_type=TaskType.objects.get(code=code),
+        prompt=prompt or f"prompt {external_id}",
+        content_hash=f"{of.name}/{external_id}",
+    )
+
+
 def campaign(
     slug: str,
     of: Suite,
@@ -86,8 +99,10 @@ def campaign(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     samples: int = 1,
     reviewers_per_output: int = 2,
+    status: str = CampaignStatus.FINISHED,
 ) -> Campaign:
-    """A finished campaign of these models, with its review settings.
+    """A campaign of these models, finished unless `status` says otherwise, with its review
+    settings.
 
     `positions` are the models' `CampaignModel.position` (default 0, 1, …): the model with the
     lowest one is the campaign's first model, whatever the order `models` are given in.
@@ -98,7 +113,7 @@ def campaign(
         name=slug,
         matchup=matchup,
         suite=of,
-        status="finished",
+        status=status,
         samples=samples,
         params=dict(params or {"temperature": 0.7, "top_p": 0.8, "max_tokens": 2048}),
     )
@@ -137,9 +152,21 @@ def generation(
     sample: int = 0,
     status: str = GenerationStatus.SUCCEEDED,
     timings: Timings = Timings(),
+    content: str | None = None,
+    error: str | None = None,
 ) -> Generation:
-    """One answer of `model` to `item` in campaign `of`, with these timings."""
-    answer = new_generation(of, item, model, sample=sample, status=status, timings=timings)
+    """One answer of `model` to `item` in campaign `of`, with these timings; `content` and
+    `error` replace the made-up ones."""
+    answer = new_generation(
+        of,
+        item,
+        model,
+        sample=sample,
+        status=status,
+        timings=timings,
+        content=content,
+        error=error,
+    )
     answer.save()
     return answer
 
@@ -152,9 +179,15 @@ def new_generation(
     sample: int = 0,
     status: str = GenerationStatus.SUCCEEDED,
     timings: Timings = Timings(),
+    content: str | None = None,
+    error: str | None = None,
 ) -> Generation:
     """`generation`, not saved yet: for `Generation.objects.bulk_create`."""
     succeeded = status == GenerationStatus.SUCCEEDED
+    if content is None:
+        content = f"answer of {model.slug} to {item.external_id}" if succeeded else ""
+    if error is None:
+        error = "" if succeeded else "HTTP 503"
     return Generation(
         campaign=of,
         item=item,
@@ -162,8 +195,8 @@ def new_generation(
         sample=sample,
         status=status,
         attempts=0 if status == GenerationStatus.QUEUED else 1,
-        content=f"answer of {model.slug} to {item.external_id}" if succeeded else "",
-        error="" if succeeded else "HTTP 503",
+        content=content,
+        error=error,
         ttft_ms=timings.ttft_ms,
         response_time_ms=timings.response_time_ms,
         completion_tokens=timings.completion_tokens,
@@ -184,28 +217,44 @@ def reviewer(username: str, *, password: str | None = None) -> User:
 
 
 def score(
-    answer: Generation, by: User, value: int, *, position: int = 0, rubric: Rubric | None = None
+    answer: Generation,
+    by: User,
+    value: int,
+    *,
+    position: int = 0,
+    rubric: Rubric | None = None,
+    comment: str = "",
+    at: datetime.datetime | None = None,
 ) -> Score:
-    """`by`'s score of one answer, under `rubric` (default: the current one).
+    """`by`'s score of one answer, under `rubric` (default: the current one), given `at`
+    (default: now).
 
     Call `scores_written` once the scores of a campaign are in.
     """
-    given = new_score(answer, by, value, position=position, rubric=rubric)
+    given = new_score(answer, by, value, position=position, rubric=rubric, comment=comment, at=at)
     given.save()
     return given
 
 
 def new_score(
-    answer: Generation, by: User, value: int, *, position: int = 0, rubric: Rubric | None = None
+    answer: Generation,
+    by: User,
+    value: int,
+    *,
+    position: int = 0,
+    rubric: Rubric | None = None,
+    comment: str = "",
+    at: datetime.datetime | None = None,
 ) -> Score:
     """`score`, not saved yet: for `Score.objects.bulk_create`."""
     return Score(
         generation=answer,
         reviewer=by,
         score=value,
+        comment=comment,
         position=position,
         rubric=rubric or Rubric.objects.current(),
-        scored_at=timezone.now(),
+        scored_at=at or timezone.now(),
     )
 
 

@@ -14,47 +14,25 @@ from django.utils import timezone
 
 from grading import assignment as queue
 from grading.models import Assignment, ReviewSettings, ReviewUnit, Score
-from grading.roles import reviewers_group
-from inference.models import (
-    Campaign,
-    CampaignModel,
-    Generation,
-    ModelEndpoint,
-    Suite,
-    TaskItem,
-    TaskType,
-)
-
-
-def make_reviewer(name: str) -> User:
-    user = User.objects.create_user(name, password="a-long-test-password-42")
-    user.groups.add(reviewers_group())
-    return user
+from inference.models import Campaign, Generation, ModelEndpoint, Suite
+from tests import builders
 
 
 def make_campaign(items: int = 3, k: int = 2, models: int = 2) -> Campaign:
+    """A finished campaign of `models` models (`m0`, `m1`, … shared between campaigns) that
+    all answered `items` QA items (`i0`, `i1`, …), its review units made."""
     suite = Suite.objects.create(name=f"s{Suite.objects.count()}")
-    qa = TaskType.objects.get(code="QA")
-    campaign = Campaign.objects.create(
-        slug=f"c{Campaign.objects.count()}", name="C", suite=suite, status="finished"
+    endpoints = [
+        ModelEndpoint.objects.filter(slug=f"m{n}").first() or builders.endpoint(f"m{n}")
+        for n in range(models)
+    ]
+    campaign = builders.campaign(
+        f"c{Campaign.objects.count()}", suite, endpoints, reviewers_per_output=k
     )
-    ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=k)
-    endpoints = []
-    for n in range(models):
-        endpoint, _ = ModelEndpoint.objects.get_or_create(
-            slug=f"m{n}",
-            defaults={"name": f"M{n}", "model": f"m{n}", "base_url": "http://127.0.0.1:9/v1"},
-        )
-        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=n)
-        endpoints.append(endpoint)
     for n in range(items):
-        item = TaskItem.objects.create(
-            suite=suite, external_id=f"i{n}", task_type=qa, prompt="p", content_hash="h"
-        )
+        item = builders.item(suite, f"i{n}", "QA")
         for endpoint in endpoints:
-            Generation.objects.create(
-                campaign=campaign, item=item, endpoint=endpoint, status="succeeded", content="a"
-            )
+            builders.generation(campaign, item, endpoint)
     queue.sync_units(campaign)
     return campaign
 
@@ -81,7 +59,7 @@ class TestQueue:
         make_campaign(items=30)
         orders = []
         for name in ("alice", "bob"):
-            reviewer = make_reviewer(name)
+            reviewer = builders.reviewer(name)
             while (a := queue.next_assignment(reviewer)) is not None:
                 assert len(a.order) == 2
                 orders.append(tuple(sorted(a.order)) == tuple(a.order))
@@ -91,7 +69,7 @@ class TestQueue:
 
     def test_least_reviewed_first_and_never_the_same_unit_twice(self) -> None:
         make_campaign(items=3, k=3)
-        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        alice, bob = builders.reviewer("alice"), builders.reviewer("bob")
         first = queue.next_assignment(alice)
         assert first is not None
         queue.submit(first, full_scores(first))
@@ -106,20 +84,20 @@ class TestQueue:
 
     def test_a_reviewer_keeps_one_reservation_until_done(self) -> None:
         make_campaign(items=3)
-        alice = make_reviewer("alice")
+        alice = builders.reviewer("alice")
         first = queue.next_assignment(alice)
         assert first is not None and queue.next_assignment(alice) == first
 
     def test_no_more_than_k_holders(self) -> None:
         make_campaign(items=1, k=2)
-        reviewers = [make_reviewer(f"r{n}") for n in range(4)]
+        reviewers = [builders.reviewer(f"r{n}") for n in range(4)]
         got = [queue.next_assignment(r) for r in reviewers]
         assert sum(a is not None for a in got) == 2
         assert ReviewUnit.objects.get().holders == 2
 
     def test_expired_reservations_free_their_place(self) -> None:
         make_campaign(items=1, k=1)
-        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        alice, bob = builders.reviewer("alice"), builders.reviewer("bob")
         held = queue.next_assignment(alice)
         assert held is not None and queue.next_assignment(bob) is None
         Assignment.objects.filter(pk=held.pk).update(
@@ -130,7 +108,7 @@ class TestQueue:
 
     def test_skip_gives_the_unit_back_but_not_to_the_same_reviewer(self) -> None:
         make_campaign(items=1, k=1)
-        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        alice, bob = builders.reviewer("alice"), builders.reviewer("bob")
         held = queue.next_assignment(alice)
         assert held is not None
         queue.skip(held)
@@ -139,7 +117,7 @@ class TestQueue:
 
     def test_restricted_campaign_serves_only_its_reviewers(self) -> None:
         campaign = make_campaign(items=2)
-        alice, bob = make_reviewer("alice"), make_reviewer("bob")
+        alice, bob = builders.reviewer("alice"), builders.reviewer("bob")
         campaign.review.reviewers.add(alice)
         assert queue.next_assignment(bob) is None
         assert queue.next_assignment(alice) is not None
@@ -147,7 +125,7 @@ class TestQueue:
     def test_draft_campaigns_are_not_served(self) -> None:
         campaign = make_campaign(items=2)
         Campaign.objects.filter(pk=campaign.pk).update(status="draft")
-        assert queue.next_assignment(make_reviewer("alice")) is None
+        assert queue.next_assignment(builders.reviewer("alice")) is None
 
 
 @pytest.mark.django_db
@@ -155,7 +133,7 @@ class TestSubmit:
     @pytest.mark.parametrize("bad", ["7.5", "11", "", "-1", "seven", None, " "])
     def test_scores_must_be_whole_numbers_0_to_10(self, bad: Any) -> None:
         make_campaign(items=1)
-        held = queue.next_assignment(make_reviewer("alice"))
+        held = queue.next_assignment(builders.reviewer("alice"))
         assert held is not None
         with pytest.raises(queue.ScoreError, match="whole number from 0 to 10"):
             queue.submit(held, full_scores(held, bad))
@@ -165,7 +143,7 @@ class TestSubmit:
 
     def test_every_answer_needs_a_score(self) -> None:
         make_campaign(items=1)
-        held = queue.next_assignment(make_reviewer("alice"))
+        held = queue.next_assignment(builders.reviewer("alice"))
         assert held is not None
         with pytest.raises(queue.ScoreError, match="1 left"):
             queue.submit(held, {held.order[0]: {"score": 3}})
@@ -173,7 +151,7 @@ class TestSubmit:
 
     def test_submit_records_positions_rubric_and_flags(self) -> None:
         make_campaign(items=1)
-        held = queue.next_assignment(make_reviewer("alice"))
+        held = queue.next_assignment(builders.reviewer("alice"))
         assert held is not None
         scores = full_scores(held, "10")
         scores[held.order[1]] = {
@@ -193,7 +171,7 @@ class TestSubmit:
 
     def test_double_submit_saves_one_score_per_answer(self) -> None:
         make_campaign(items=1)
-        held = queue.next_assignment(make_reviewer("alice"))
+        held = queue.next_assignment(builders.reviewer("alice"))
         assert held is not None
         assert queue.submit(held, full_scores(held)) is True
         assert queue.submit(held, full_scores(held, 2)) is False
@@ -205,7 +183,7 @@ class TestSubmit:
 @pytest.mark.django_db(transaction=True)
 def test_twenty_reviewers_at_once_never_exceed_k_holders() -> None:
     make_campaign(items=6, k=2)
-    reviewers = [make_reviewer(f"r{n}") for n in range(20)]
+    reviewers = [builders.reviewer(f"r{n}") for n in range(20)]
     barrier = threading.Barrier(len(reviewers))
     results: list[Any] = []
     errors: list[BaseException] = []
@@ -243,7 +221,7 @@ def test_hold_policy_keeps_answers_naming_a_model_from_reviewers() -> None:
     assert leaking is not None
     Generation.objects.filter(pk=leaking.pk).update(identity_leaks=["DeepSeek"])
     queue.sync_units(campaign)
-    alice = make_reviewer("alice")
+    alice = builders.reviewer("alice")
     given = []
     while (a := queue.next_assignment(alice)) is not None:
         given.append(a.unit.item.external_id)
@@ -260,7 +238,7 @@ def test_single_response_layout_reviews_each_answer_on_its_own() -> None:
     campaign.review.save()
     assert queue.sync_units(campaign) == 4  # 2 items × 2 models
     assert queue.sync_units(campaign) == 0
-    alice = make_reviewer("alice")
+    alice = builders.reviewer("alice")
     seen = []
     while (a := queue.next_assignment(alice)) is not None:
         assert len(a.order) == 1
@@ -280,7 +258,7 @@ class TestResultsOpen:
 
     def test_open_campaign_offers_no_more_work(self) -> None:
         campaign = make_campaign(items=3)
-        alice = make_reviewer("alice")
+        alice = builders.reviewer("alice")
         assert queue.available_count(alice) == 3
         self.open_results(campaign)
         assert queue.available_count(alice) == 0
@@ -288,7 +266,7 @@ class TestResultsOpen:
 
     def test_opening_drops_reservations_and_refuses_their_submit(self) -> None:
         campaign = make_campaign(items=2)
-        alice = make_reviewer("alice")
+        alice = builders.reviewer("alice")
         held = queue.next_assignment(alice)
         assert held is not None
         assert self.open_results(campaign) == 1
@@ -300,7 +278,7 @@ class TestResultsOpen:
 
     def test_submitted_scores_cannot_be_edited_after_results_open(self) -> None:
         campaign = make_campaign(items=1)
-        alice = make_reviewer("alice")
+        alice = builders.reviewer("alice")
         held = queue.next_assignment(alice)
         assert held is not None
         queue.submit(held, full_scores(held, 3))
@@ -311,7 +289,7 @@ class TestResultsOpen:
 
     def test_hiding_results_again_never_reopens_grading(self) -> None:
         campaign = make_campaign(items=2)
-        alice = make_reviewer("alice")
+        alice = builders.reviewer("alice")
         held = queue.next_assignment(alice)
         assert held is not None
         queue.submit(held, full_scores(held, 3))
@@ -321,7 +299,7 @@ class TestResultsOpen:
         assert not review.results_open and review.grading_ended
         assert queue.available_count(alice) == 0
         assert queue.next_assignment(alice) is None
-        assert queue.next_assignment(make_reviewer("bob")) is None
+        assert queue.next_assignment(builders.reviewer("bob")) is None
         with pytest.raises(queue.ScoreError, match="grading of this campaign has ended"):
             queue.edit(held, full_scores(held, 9))
         assert set(Score.objects.values_list("score", flat=True)) == {3}
@@ -331,7 +309,7 @@ class TestResultsOpen:
 def test_submitting_and_editing_scores_bump_the_campaigns_scores_version() -> None:
     """The results pages' cache keys on this version: every write of scores must move it."""
     campaign = make_campaign(items=1)
-    alice = make_reviewer("alice")
+    alice = builders.reviewer("alice")
 
     def version() -> int:
         return ReviewSettings.objects.get(campaign=campaign).scores_version

@@ -5,7 +5,6 @@ a download link; no worker means a clear message and nothing left waiting; admin
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -20,16 +19,9 @@ from django.http import FileResponse, StreamingHttpResponse
 from django.test import Client
 
 from grading import exports
-from grading.models import Export, ExportStatus, Rubric, Score
-from inference.models import (
-    Campaign,
-    CampaignModel,
-    Generation,
-    ModelEndpoint,
-    Suite,
-    TaskItem,
-    TaskType,
-)
+from grading.models import Export, ExportStatus, Rubric
+from inference.models import Campaign, Suite
+from tests import builders
 from tests.conftest import PASSWORD, logged_in
 
 T0 = datetime.datetime(2025, 3, 1, 9, 30, tzinfo=datetime.UTC)
@@ -42,51 +34,32 @@ def build_study(alice: User, bob: User) -> Campaign:
     """Campaign `small` (two models, three items, two reviewers) and `other`, which must never
     appear in `small`'s exports."""
     suite = Suite.objects.create(name="sample")
-    models = [
-        ModelEndpoint.objects.create(
-            slug=slug, name=slug, model=f"org/{slug}", base_url="http://127.0.0.1:9/v1"
-        )
-        for slug in ("ernie-4.5-0.3b", "r1-1.5b")
-    ]
+    models = [builders.endpoint(slug) for slug in ("ernie-4.5-0.3b", "r1-1.5b")]
     rubric = Rubric.objects.get(version=1)
-    campaigns = []
-    for slug in ("small", "other"):
-        campaign = Campaign.objects.create(
-            slug=slug, name=slug.title(), suite=suite, matchup=slug, status="finished"
-        )
-        for position, model in enumerate(models):
-            CampaignModel.objects.create(campaign=campaign, endpoint=model, position=position)
-        campaigns.append(campaign)
+    campaigns = [
+        builders.campaign(slug, suite, models, matchup=slug) for slug in ("small", "other")
+    ]
     for n, code in enumerate(("AR", "CK", "AR")):
-        item = TaskItem.objects.create(
-            suite=suite,
-            external_id=f"item-{n}",
-            task_type=TaskType.objects.get(code=code),
-            prompt=f"prompt {n}",
-            content_hash=hashlib.sha256(f"item-{n}".encode()).hexdigest(),
-        )
+        item = builders.item(suite, f"item-{n}", code)
         for campaign in campaigns:
             for m, model in enumerate(models):
-                generation = Generation.objects.create(
-                    campaign=campaign,
-                    item=item,
-                    endpoint=model,
-                    status="succeeded",
+                generation = builders.generation(
+                    campaign,
+                    item,
+                    model,
+                    timings=builders.Timings(ttft_ms=120.123456 + n, decode_tps=48.5),
                     content="答案 =1+1",
-                    ttft_ms=120.123456 + n,
-                    decode_tps=48.5,
-                    prompt_tokens=31,
                     error='=HYPERLINK("http://x")' if m else "",
                 )
                 for r, reviewer in enumerate((alice, bob)):
-                    Score.objects.create(
-                        generation=generation,
-                        reviewer=reviewer,
-                        score=(n + m + r) % 11,
-                        comment="清楚, 正确" if r else "=cmd|' /C calc'!A0",
+                    builders.score(
+                        generation,
+                        reviewer,
+                        (n + m + r) % 11,
                         position=m,
                         rubric=rubric,
-                        scored_at=T0 + datetime.timedelta(minutes=n),
+                        comment="清楚, 正确" if r else "=cmd|' /C calc'!A0",
+                        at=T0 + datetime.timedelta(minutes=n),
                     )
     return campaigns[0]
 

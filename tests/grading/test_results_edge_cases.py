@@ -12,7 +12,6 @@ numbers) gets a clear 404 or is ignored, never a 500.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import traceback
@@ -30,19 +29,10 @@ from django.core.management import call_command
 from django.http import QueryDict
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
-from grading.models import ReviewSettings, Rubric, Score
-from grading.roles import reviewers_group
-from inference.models import (
-    Campaign,
-    CampaignModel,
-    Generation,
-    ModelEndpoint,
-    Suite,
-    TaskItem,
-    TaskType,
-)
+from grading.models import Rubric, Score
+from inference.models import Campaign, CampaignModel, ModelEndpoint, Suite, TaskItem
+from tests import builders
 from tests.conftest import REPO
 from tests.grading.test_results_pages import build_fixed_study
 
@@ -65,17 +55,11 @@ ItemScores = list[list[int] | None]
 
 
 def reviewer(name: str) -> User:
-    user, created = User.objects.get_or_create(username=name)
-    if created:
-        user.groups.add(reviewers_group())
-    return user
+    return User.objects.filter(username=name).first() or builders.reviewer(name)
 
 
 def endpoint(slug: str) -> ModelEndpoint:
-    return ModelEndpoint.objects.get_or_create(
-        slug=slug,
-        defaults={"name": slug.title(), "model": slug, "base_url": "http://127.0.0.1:9/v1"},
-    )[0]
+    return ModelEndpoint.objects.filter(slug=slug).first() or builders.endpoint(slug)
 
 
 def make_campaign(
@@ -87,31 +71,19 @@ def make_campaign(
     params: Mapping[str, Any] | None = None,
 ) -> Campaign:
     """A finished campaign of these models (in this order) over `suite` (a new one by default)."""
-    campaign = Campaign.objects.create(
-        slug=slug,
-        name=f"Campaign {slug}",
+    return builders.campaign(
+        slug,
+        suite or Suite.objects.create(name=f"suite-{slug}"),
+        [endpoint(model) for model in models],
         matchup=matchup,
-        suite=suite or Suite.objects.create(name=f"suite-{slug}"),
-        status="finished",
-        params=dict(params or {"temperature": 0.7}),
+        params=params or {"temperature": 0.7},
     )
-    ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=2)
-    for position, model in enumerate(models):
-        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint(model), position=position)
-    return campaign
 
 
 def item(suite: Suite, code: str, n: int) -> TaskItem:
     external_id = f"{code}-{n}"
-    return TaskItem.objects.get_or_create(
-        suite=suite,
-        external_id=external_id,
-        defaults={
-            "task_type": TaskType.objects.get(code=code),
-            "prompt": f"prompt {external_id}",
-            "content_hash": hashlib.sha256(external_id.encode()).hexdigest(),
-        },
-    )[0]
+    found = TaskItem.objects.filter(suite=suite, external_id=external_id).first()
+    return found or builders.item(suite, external_id, code)
 
 
 def add_scores(
@@ -123,25 +95,24 @@ def add_scores(
 ) -> None:
     """Answers of `campaign`'s models to items of task type `code`, scored as `by_model` says."""
     rubric = Rubric.objects.current()
-    now = timezone.now()
     people = [reviewer(name) for name in reviewers]
     for model, per_item in by_model.items():
         for n, values in enumerate(per_item):
             if values is None:
                 continue
-            generation = Generation.objects.create(
-                campaign=campaign, item=item(campaign.suite, code, n), endpoint=endpoint(model),
-                status="succeeded", content=f"answer of {model} to {code}-{n}",
-                ttft_ms=100.0 + n, decode_tps=50.0, e2e_tps=40.0, response_time_ms=900.0 + n,
-                completion_tokens=120, finish_reason="stop",
-            )  # fmt: skip
+            timings = builders.Timings(
+                ttft_ms=100.0 + n,
+                response_time_ms=900.0 + n,
+                completion_tokens=120,
+                decode_tps=50.0,
+                e2e_tps=40.0,
+            )
+            answer = builders.generation(
+                campaign, item(campaign.suite, code, n), endpoint(model), timings=timings
+            )
             for person, value in zip(people, values, strict=False):
-                Score.objects.create(
-                    generation=generation, reviewer=person, score=value, position=0,
-                    rubric=rubric, scored_at=now,
-                )  # fmt: skip
-    # Written past the review queue: say the scores changed, as every writer of scores does.
-    ReviewSettings.objects.scores_changed([campaign.pk])
+                builders.score(answer, person, value, rubric=rubric)
+    builders.scores_written(campaign)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import math
 from io import StringIO
 from pathlib import Path
@@ -16,15 +15,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from inference import csv_writing
-from inference.models import (
-    Campaign,
-    CampaignModel,
-    Generation,
-    ModelEndpoint,
-    Suite,
-    TaskItem,
-    TaskType,
-)
+from inference.models import Campaign, Generation, ModelEndpoint, Suite, TaskItem
+from tests import builders
 
 pytestmark = pytest.mark.django_db
 
@@ -46,31 +38,6 @@ def export_rows(*args: str) -> list[dict[str, str]]:
     return list(csv.DictReader(StringIO(export(*args), newline="")))
 
 
-def make_endpoint(slug: str) -> ModelEndpoint:
-    return ModelEndpoint.objects.create(
-        slug=slug, name=slug, model=f"org/{slug}", base_url="http://127.0.0.1:9/v1"
-    )
-
-
-def make_item(suite: Suite, external_id: str, code: str = "AR") -> TaskItem:
-    return TaskItem.objects.create(
-        suite=suite,
-        external_id=external_id,
-        task_type=TaskType.objects.get(code=code),
-        prompt=f"prompt {external_id}",
-        content_hash=hashlib.sha256(external_id.encode()).hexdigest(),
-    )
-
-
-def make_campaign(
-    slug: str, suite: Suite, endpoints: list[ModelEndpoint], **fields: Any
-) -> Campaign:
-    campaign = Campaign.objects.create(slug=slug, name=slug, suite=suite, **fields)
-    for position, endpoint in enumerate(endpoints):
-        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=position)
-    return campaign
-
-
 def generation(
     campaign: Campaign, item: TaskItem, endpoint: ModelEndpoint, sample: int = 0, **fields: Any
 ) -> Generation:
@@ -83,10 +50,10 @@ def generation(
 def study() -> dict[str, Any]:
     """Two campaigns over one suite: `small` (ERNIE and R1) and `vision` (ERNIE only)."""
     suite = Suite.objects.create(name="sample")
-    ernie, r1 = make_endpoint("ernie-4.5-0.3b"), make_endpoint("r1-1.5b")
-    items = {"ar-1": make_item(suite, "ar-1", "AR"), "ck-1": make_item(suite, "ck-1", "CK")}
-    small = make_campaign("small", suite, [ernie, r1], matchup="small")
-    vision = make_campaign("vision", suite, [ernie], matchup="vl")
+    ernie, r1 = builders.endpoint("ernie-4.5-0.3b"), builders.endpoint("r1-1.5b")
+    items = {"ar-1": builders.item(suite, "ar-1", "AR"), "ck-1": builders.item(suite, "ck-1", "CK")}
+    small = builders.campaign("small", suite, [ernie, r1], matchup="small")
+    vision = builders.campaign("vision", suite, [ernie], matchup="vl")
     return {
         "suite": suite,
         "ernie": ernie,
@@ -200,7 +167,7 @@ def test_rows_are_ordered_by_campaign_task_type_item_model_and_sample(
     study: dict[str, Any],
 ) -> None:
     # "zz" sorts after "ck-1" by name but AR comes before CK in the task types' order.
-    late_ar = make_item(study["suite"], "zz", "AR")
+    late_ar = builders.item(study["suite"], "zz", "AR")
     ck, ar = study["items"]["ck-1"], study["items"]["ar-1"]
     for campaign, item, endpoint, sample in [
         (study["vision"], ar, study["ernie"], 0),
@@ -228,7 +195,7 @@ def test_rows_are_ordered_by_campaign_task_type_item_model_and_sample(
 
 
 def test_campaign_option_filters_and_can_be_repeated(study: dict[str, Any]) -> None:
-    other = make_campaign("other", study["suite"], [study["ernie"]])
+    other = builders.campaign("other", study["suite"], [study["ernie"]])
     for campaign in (study["small"], study["vision"], other):
         generation(campaign, study["items"]["ar-1"], study["ernie"])
 
@@ -264,8 +231,8 @@ def test_unknown_campaign_is_an_error_naming_it_and_the_known_ones(
 def test_every_text_cell_is_neutralised_against_formula_injection(
     study: dict[str, Any], payload: str
 ) -> None:
-    campaign = make_campaign("inject", study["suite"], [study["ernie"]], matchup=payload)
-    item = make_item(study["suite"], payload)
+    campaign = builders.campaign("inject", study["suite"], [study["ernie"]], matchup=payload)
+    item = builders.item(study["suite"], payload)
     generation(
         campaign,
         item,

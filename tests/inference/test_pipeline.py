@@ -6,7 +6,6 @@ The broker is the configured one: the embedded broker by default, Redis when RED
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import signal
@@ -29,7 +28,6 @@ from inference import dispatch
 from inference.images import process_image
 from inference.models import (
     Campaign,
-    CampaignModel,
     CampaignStatus,
     Generation,
     ModelEndpoint,
@@ -37,9 +35,9 @@ from inference.models import (
     TaskImage,
     TaskItem,
     TaskItemImage,
-    TaskType,
 )
 from inference.simulator import SimulatorThread
+from tests import builders
 from tests.conftest import REPO, subprocess_env
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -97,13 +95,7 @@ def png(colour: str) -> bytes:
 def make_item(
     suite: Suite, external_id: str, prompt: str, code: str = "QA", image: bytes | None = None
 ) -> TaskItem:
-    item = TaskItem.objects.create(
-        suite=suite,
-        external_id=external_id,
-        task_type=TaskType.objects.get(code=code),
-        prompt=prompt,
-        content_hash=hashlib.sha256(prompt.encode()).hexdigest(),
-    )
+    item = builders.item(suite, external_id, code, prompt=prompt)
     if image is not None:
         processed = process_image(image)
         stored, _ = TaskImage.objects.get_or_create(
@@ -125,12 +117,14 @@ def make_item(
 def make_campaign(
     slug: str, suite: Suite, endpoints: list[ModelEndpoint], **params: Any
 ) -> Campaign:
-    campaign = Campaign.objects.create(
-        slug=slug, name=slug, suite=suite, params={"max_tokens": 300, "temperature": 0.7, **params}
+    """A draft campaign of these endpoints, ready to run."""
+    return builders.campaign(
+        slug,
+        suite,
+        endpoints,
+        params={"max_tokens": 300, "temperature": 0.7, **params},
+        status=CampaignStatus.DRAFT,
     )
-    for position, item in enumerate(endpoints):
-        CampaignModel.objects.create(campaign=campaign, endpoint=item, position=position)
-    return campaign
 
 
 def run_campaign(slug: str) -> tuple[str, str, bool]:
