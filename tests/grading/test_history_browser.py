@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from tests.conftest import browser_login, logged_in
+from tests.grading.test_review_browser import wait_for_next_item
 from tests.grading.test_review_pages import build_study
 
 # htmx keeps snapshots of pages it pushed in sessionStorage; when the snapshot is gone (evicted,
@@ -36,7 +37,7 @@ def test_back_after_scoring_shows_the_whole_page(page, live_server, alice) -> No
         page.keyboard.press("t")
         page.keyboard.press("7")
         page.keyboard.press("Enter")
-        page.wait_for_function("url => location.href !== url", arg=urls[-1])
+        wait_for_next_item(page, urls[-1])
         page.wait_for_selector("#work [data-answer]")
         urls.append(page.url)
 
