@@ -235,6 +235,9 @@ class CampaignModel(models.Model):
     endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="members")
     position = models.PositiveSmallIntegerField(default=0)
     params_override = models.JSONField(default=dict, blank=True)
+    # The server's version, probed once per endpoint and run (DESIGN §12).
+    server_version = models.CharField(max_length=200, blank=True)
+    server_probed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["campaign", "position"]
@@ -355,6 +358,13 @@ class GenerationSource(models.TextChoices):
     IMPORTED = "imported", _("imported")
 
 
+class TimingQuality(models.TextChoices):
+    """Whether the worker could keep up while it timed a stream (DESIGN §5)."""
+
+    OK = "ok", _("ok")
+    DEGRADED = "degraded", _("degraded")
+
+
 class UsageSource(models.TextChoices):
     SERVER = "server", _("server")
     ESTIMATED = "estimated", _("estimated")
@@ -451,6 +461,25 @@ class Generation(models.Model):
     e2e_tps = models.FloatField(null=True, blank=True)
     tpot_ms = models.FloatField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    timing_quality = models.CharField(
+        max_length=16,
+        choices=TimingQuality.choices,
+        blank=True,
+        help_text=_(
+            "degraded: the worker fell behind while streaming, so its timings are not trusted."
+        ),
+    )
+    scheduling_lag_ms = models.FloatField(
+        null=True, blank=True, help_text=_("Worst scheduling lag seen while streaming.")
+    )
+
+    # Reproducibility record (DESIGN §12); the request as sent is `request` above.
+    served_model = models.CharField(
+        max_length=200, blank=True, help_text=_("Model name the server reported.")
+    )
+    system_fingerprint = models.CharField(max_length=200, blank=True)
+    server_version = models.CharField(max_length=200, blank=True)
+    gradebench_version = models.CharField(max_length=40, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
