@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import dispatch
+from . import dispatch, record
 from .client import EndpointConfig, ModelError, StreamResult, build_request, complete_with_retries
 from .images import encode_for_request
 from .leaks import find_leaks
@@ -81,6 +81,14 @@ def _outcome(result: StreamResult) -> dict[str, Any]:
     }
 
 
+def _record(generation: Generation, config: EndpointConfig, result: Any) -> dict[str, str]:
+    """The reproducibility record (DESIGN §12), the server probed once per run."""
+    version = record.server_version_for(
+        generation.campaign_id, generation.endpoint_id, config.base_url, config.api_key
+    )
+    return record.generation_record(result, version)
+
+
 def run_generation(generation_id: int) -> str:
     """Claim and run one generation, then keep its slot busy with the endpoint's next ones.
 
@@ -134,13 +142,14 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
             status=GenerationStatus.SUCCEEDED,
             attempts=generation.attempts + attempts,
             error="",
-            **_outcome(result),
+            **{**_outcome(result), **_record(generation, config, result)},
         )
         return "succeeded", successor
     except ModelError as error:
         fields: dict[str, Any] = {}
         if error.partial is not None and error.partial.received_text:
             fields = _outcome(error.partial)
+        fields.update(_record(generation, config, error.partial))
         successor = dispatch.finish(
             generation,
             hand_over=hand_over,

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..version import gradebench_version
 from .directives import DEFAULT_FAULT_AFTER, HTTP_FAULT_RE, DirectiveError, Directives
 from .plan import Plan, build_plan
 from .profiles import Dialect, ModelProfile
@@ -30,6 +31,8 @@ from .request_parsing import (
 )
 from .state import SimulatorState
 from .wire import Wire, dumps
+
+SIMULATOR_VERSION = f"gradebench-simulator {gradebench_version()}"
 
 LOGGED_PARAMS = (
     "temperature",
@@ -81,6 +84,8 @@ class ModelServer:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
+        if self.dialect == "vllm":  # FastDeploy serves no version route; neither do we for it
+            app.router.add_get("/version", self.version)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/_sim/requests", self.list_requests)
         app.router.add_delete("/_sim/requests", self.clear_requests)
@@ -93,6 +98,10 @@ class ModelServer:
     async def health(self, request: web.Request) -> web.Response:
         """``GET /health``: 200 with an empty body, as both servers answer when healthy."""
         return web.Response(status=200)
+
+    async def version(self, request: web.Request) -> web.Response:
+        """``GET /version`` as vLLM answers it: ``{"version": ...}``, here the simulator's."""
+        return web.json_response({"version": SIMULATOR_VERSION})
 
     async def models(self, request: web.Request) -> web.Response:
         """``GET /v1/models`` in the OpenAI list shape."""
