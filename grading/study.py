@@ -474,3 +474,47 @@ def _sampling_wanted(values: dict[str, Any], suite: Suite) -> dict[str, Any]:
         "models": values["models"],
         "overrides": {slug: p for slug, p in values["overrides"].items() if p},
     }
+
+
+def study_entries(campaign: Campaign) -> dict[str, Any]:
+    """The campaign as a study file of its own (DESIGN §4.3): its endpoints and its entry.
+
+    The inverse of `load_study` for one campaign: loading the result into a database that has
+    the suite recreates the endpoints and the campaign with the same settings. API keys are
+    never written (the file names the variables they come from).
+    """
+    members = list(campaign.members.select_related("endpoint").order_by("position", "pk"))
+    endpoints = [
+        {
+            "slug": e.slug,
+            "name": e.name,
+            "model": e.model,
+            "dialect": e.dialect,
+            "base_url": e.base_url,
+            "base_url_env": e.base_url_env,
+            "api_key_env": e.api_key_env,
+            "vision": e.vision,
+            "reasoning": e.reasoning,
+            "max_concurrency": e.max_concurrency,
+            "max_pixels": e.max_pixels,
+            "timeout_s": e.timeout_s,
+        }
+        for e in (member.endpoint for member in members)
+    ]
+    review = ReviewSettings.objects.filter(campaign=campaign).first() or ReviewSettings()
+    entry = {
+        "slug": campaign.slug,
+        "name": campaign.name,
+        "matchup": campaign.matchup,
+        "models": [member.endpoint.slug for member in members],
+        "suite": campaign.suite.name,
+        "task_types": list(campaign.task_types.order_by("position").values_list("code", flat=True)),
+        "samples": campaign.samples,
+        "params": campaign.params,
+        "overrides": {m.endpoint.slug: m.params_override for m in members if m.params_override},
+        "reviewers_per_output": review.reviewers_per_output,
+        "layout": review.layout,
+        "show_reasoning": review.show_reasoning,
+        "identity_leaks": review.identity_leaks,
+    }
+    return {"endpoints": endpoints, "campaigns": [entry]}

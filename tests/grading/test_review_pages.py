@@ -123,6 +123,10 @@ def build_study(items: int = 3) -> Campaign:
                 decode_tps=55.5,
                 simulated=True,
                 finish_reason="length" if n == 0 else "stop",
+                # The reproducibility record names the model and its server: admins only.
+                served_model=endpoint.model,
+                system_fingerprint=f"fp-{endpoint.slug}",
+                server_version=f"{endpoint.dialect} 0.8.5",
             )
     queue.sync_units(campaign)
     return campaign

@@ -168,6 +168,12 @@ def test_campaign_runs_end_to_end(simulator: SimulatorThread, fast_dispatch) -> 
     assert sent and sent[-1]["images"][0]["format"] == "png"
     assert {r["params"].get("seed") for r in simulator.requests(ERNIE)} == {11}
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.FINISHED
+    # The reproducibility record: the simulator's vLLM port has a version, FastDeploy none.
+    for generation in generations.select_related("endpoint"):
+        assert generation.served_model == generation.endpoint.model
+        assert generation.gradebench_version
+        vllm = generation.endpoint.dialect == "vllm"
+        assert generation.server_version.startswith("gradebench-simulator ") == vllm
     # Launching again creates nothing new.
     assert dispatch.launch(campaign) == 0
 
