@@ -14,12 +14,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from inference import generate
 from inference.client import StreamResult
 from inference.models import Campaign, CampaignModel, CampaignStatus, Generation, GenerationStatus
-from inference.record import PROBE_MAX_AGE, probe_server_version, server_root
+from inference.record import (
+    PROBE_MAX_AGE,
+    probe_server_version,
+    server_root,
+    server_version_for,
+)
 from inference.simulator import SimulatorThread
 from inference.version import gradebench_version
 from tests import builders
@@ -68,7 +74,7 @@ def test_probe_of_a_fastdeploy_server_is_empty_as_fastdeploy_has_no_version_rout
     assert probe_server_version(simulator_server.fastdeploy_url) == ""
 
 
-def test_probe_of_an_unreachable_server_is_empty_and_quick() -> None:
+def test_probe_of_an_unreachable_server_or_a_malformed_url_is_empty() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
@@ -153,6 +159,33 @@ def test_probe_sends_the_api_key_and_stops_at_the_first_answer() -> None:
     with StandIn(served(version=(200, '{"version": "0.9.0"}'))) as server:
         assert probe_server_version(server.url, "sk-test") == "0.9.0"
     assert server.seen == [("/version", "Bearer sk-test")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_threads_of_a_worker_probe_a_server_once_per_run() -> None:
+    suite = builders.suite("threads", [])
+    model = builders.endpoint("alpha")
+    campaign = builders.campaign("threads", suite, [model], status=CampaignStatus.RUNNING)
+    Campaign.objects.filter(pk=campaign.pk).update(launched_at=timezone.now())
+    answers: list[str] = []
+    with StandIn(served(version=(200, '{"version": "0.8.5"}'))) as server:
+        start = threading.Barrier(8)
+
+        def generation_finishes() -> None:
+            start.wait()
+            try:
+                answers.append(server_version_for(campaign.pk, model.pk, server.url))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=generation_finishes) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert answers == ["0.8.5"] * 8
+    assert server.seen == [("/version", "")]  # one probe for eight generations
+    assert CampaignModel.objects.get(campaign=campaign).server_version == "0.8.5"
 
 
 # --- What a generation stores ------------------------------------------------------------------
