@@ -26,7 +26,7 @@ lateness: first write − due (ms, p95) and its written rate against the script 
 
 Points are streams x tok/s (default: 8, 32, 64, 128, 256 x 30, 100, 300; also from
 BENCH_TIMING_POINTS), each with waves x streams requests per client (default 3; also from
-BENCH_TIMING_WAVES). The default sweep takes about 10 minutes on 2 cores.
+BENCH_TIMING_WAVES). The default sweep should take about 10 minutes on 2 cores (estimate).
 
 `--grid` runs the earlier fidelity grid instead: sequential requests and 8 at once over TTFT
 50/200/800 ms x 30/100/400 tok/s, 200 tokens, with two placements of the simulator:
@@ -618,7 +618,16 @@ class AiPerf:
         # Not HF_HUB_OFFLINE: with it, AIPerf looks a path up in the hub's cache only.
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "VIRTUAL_ENV")}
         _sim_clear(sim)
-        out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=point)
+        # Its start-up, its warm-up wave and the measured waves, with room for a slow machine.
+        waves = 1 + requests / streams
+        limit = 180 + 20 * waves * (SWEEP_TTFT_MS / 1000 + SWEEP_TOKENS / rate)
+        try:
+            out = subprocess.run(
+                command, capture_output=True, text=True, env=env, cwd=point, timeout=limit
+            )
+        except subprocess.TimeoutExpired:
+            run.skipped = f"aiperf did not finish within {limit:.0f} s"
+            return run
         if out.returncode != 0:
             tail = (out.stdout + out.stderr).strip().splitlines()[-5:]
             run.skipped = f"aiperf exited with {out.returncode}: {' | '.join(tail)}"
