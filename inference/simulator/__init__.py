@@ -17,7 +17,8 @@ their profile claims, so the simulator is also a timing reference for the app's 
 
 Faults and timing are scripted per request by a directive in the last user message,
 ``[[sim: fault=500x3, ttft_ms=100, tps=200, tokens=40]]``, or per model through
-``POST /_sim/faults``. Every request is logged for tests at ``GET /_sim/requests``.
+``POST /_sim/faults``. Every request is logged for tests at ``GET /_sim/requests``, and when each
+chunk of a stream was due and really written at ``GET /_sim/streams`` (see ``model_server``).
 
 A request goes through the modules in this order: ``model_server`` (the HTTP side) has
 ``request_parsing`` read it and take out its ``directives``, records it in ``state``, has ``plan``

@@ -3,10 +3,24 @@
 It serves ``/health``, ``/v1/models`` and ``/v1/chat/completions`` as the real server of its
 dialect does, streaming Server-Sent Events on the schedule of a ``Plan`` and injecting the
 request's fault, plus the ``/_sim/`` routes tests use to read the request log and script faults.
+
+Every stream also records when each text chunk was due and when its write actually returned,
+so a benchmark can tell the client's lateness from the simulator's own. ``GET
+/_sim/streams?since=N`` lists the records of recent streams (the newest 2,048 are kept) whose
+``id`` is greater than N, oldest first. A record holds ``request`` (the request log's ``id``),
+``chat_id`` (the ``id`` of every chunk of the response), ``request_id`` (the body's
+``request_id`` or the ``X-Request-Id`` header, if any), ``model``, ``server``, ``outcome``,
+``arrival_monotonic`` (``time.monotonic()`` when the body had been read: the origin of TTFT),
+``tokens`` (text tokens written) and, in seconds after arrival, ``first_scheduled_s`` /
+``first_write_s`` and ``last_scheduled_s`` / ``last_write_s`` of the first and last text chunks,
+plus ``chunks``: ``[tokens, scheduled_s, written_s]`` per text chunk. A write has returned once
+the bytes are in the socket's buffer (aiohttp waits for the buffer to drain only when it is
+full), so ``written_s − scheduled_s`` is the simulator's own lateness.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import dataclasses
 import hashlib
@@ -92,6 +106,7 @@ class ModelServer:
         app.router.add_get("/_sim/faults", self.list_faults)
         app.router.add_post("/_sim/faults", self.script_faults)
         app.router.add_get("/_sim/profiles", self.list_profiles)
+        app.router.add_get("/_sim/streams", self.list_streams)
         app.on_response_prepare.append(_add_simulator_header)
         return app
 
@@ -155,6 +170,14 @@ class ModelServer:
     async def list_profiles(self, request: web.Request) -> web.Response:
         """``GET /_sim/profiles``: the profiles this server serves."""
         return web.json_response({"data": [p.as_dict() for p in self.profiles.values()]})
+
+    async def list_streams(self, request: web.Request) -> web.Response:
+        """``GET /_sim/streams[?since=N]``: write times of recent streams (module docstring)."""
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return _error_response(bad_request(self.dialect, "since must be an integer."))
+        return web.json_response({"object": "list", "data": self.state.streams(since)})
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``, streaming or not."""
@@ -324,48 +347,90 @@ class ModelServer:
             await asyncio.sleep(directives.stall_s)
             start = arrival + directives.stall_s
 
-        chunks = plan.chunks()
-        total = plan.completion_tokens
-        # A mid-stream fault always lands inside the stream, even for a short answer.
-        after = directives.after if directives.after is not None else DEFAULT_FAULT_AFTER
-        after = min(after, total - 1)
-        drop_after = max(1, directives.after) if directives.after is not None else 1
-        emitted = 0
-        malformed_sent = False
-        for number, units in enumerate(chunks):
-            is_last = number == len(chunks) - 1
-            await _sleep_until(loop, plan.deadline(start, emitted + len(units)))
-            if not role_sent:
-                await send(wire.role_chunk(), role_trailing)
-                role_sent = True
-            if fault == "error_event" and (emitted >= after or is_last):
-                await send(wire.error_event(directives.shape))
-                await send("[DONE]")
-                self.state.update(entry, status=200, emitted_tokens=emitted, outcome="error_event")
-                await response.write_eof()
-                return response
-            chunk = wire.text_chunk(
-                units, plan.finish_reason if is_last else None, loop.time() - arrival
-            )
-            emitted += len(units)
-            if parsed.continuous_usage:
-                chunk["usage"] = wire.usage(emitted, min(emitted, plan.reasoning_tokens))
-            await send(chunk)
-            if fault == "drop" and emitted >= drop_after:
-                self.state.update(entry, status=200, emitted_tokens=emitted, outcome="dropped")
-                _abort(request)
-                return response
-            if fault == "malformed" and emitted >= after and not malformed_sent:
-                # A JSON object cut short, as a proxy splitting a line would leave it.
-                await send('{"id":"' + wire.request_id + '","choices":[{"delta":{"content":"')
-                malformed_sent = True
+        record = self._stream_record(request, parsed, wire, arrival, entry)
+        # Flat (tokens, scheduled_s, written_s) triples: compact, as the ring holds thousands.
+        writes = array.array("d")
+        try:
+            chunks = plan.chunks()
+            total = plan.completion_tokens
+            # A mid-stream fault always lands inside the stream, even for a short answer.
+            after = directives.after if directives.after is not None else DEFAULT_FAULT_AFTER
+            after = min(after, total - 1)
+            drop_after = max(1, directives.after) if directives.after is not None else 1
+            emitted = 0
+            malformed_sent = False
+            for number, units in enumerate(chunks):
+                is_last = number == len(chunks) - 1
+                due = plan.deadline(start, emitted + len(units))
+                await _sleep_until(loop, due)
+                if not role_sent:
+                    await send(wire.role_chunk(), role_trailing)
+                    role_sent = True
+                if fault == "error_event" and (emitted >= after or is_last):
+                    await send(wire.error_event(directives.shape))
+                    await send("[DONE]")
+                    self.state.update(
+                        entry, status=200, emitted_tokens=emitted, outcome="error_event"
+                    )
+                    await response.write_eof()
+                    return response
+                chunk = wire.text_chunk(
+                    units, plan.finish_reason if is_last else None, loop.time() - arrival
+                )
+                emitted += len(units)
+                if parsed.continuous_usage:
+                    chunk["usage"] = wire.usage(emitted, min(emitted, plan.reasoning_tokens))
+                await send(chunk)
+                # When the write returned, beside when it was due (module docstring).
+                writes.extend((len(units), due - arrival, loop.time() - arrival))
+                if fault == "drop" and emitted >= drop_after:
+                    self.state.update(entry, status=200, emitted_tokens=emitted, outcome="dropped")
+                    _abort(request)
+                    return response
+                if fault == "malformed" and emitted >= after and not malformed_sent:
+                    # A JSON object cut short, as a proxy splitting a line would leave it.
+                    await send('{"id":"' + wire.request_id + '","choices":[{"delta":{"content":"')
+                    malformed_sent = True
 
-        if parsed.include_usage and fault != "no_usage":
-            await send(wire.usage_chunk(total, plan.reasoning_tokens))
-        await send("[DONE]")
-        self.state.update(entry, status=200, emitted_tokens=emitted, outcome="completed")
-        await response.write_eof()
-        return response
+            if parsed.include_usage and fault != "no_usage":
+                await send(wire.usage_chunk(total, plan.reasoning_tokens))
+            await send("[DONE]")
+            self.state.update(entry, status=200, emitted_tokens=emitted, outcome="completed")
+            await response.write_eof()
+            return response
+        finally:
+            record["outcome"] = entry.get("outcome") or "interrupted"
+            if writes:
+                record["tokens"] = int(sum(writes[0::3]))
+                record["first_scheduled_s"], record["first_write_s"] = writes[1], writes[2]
+                record["last_scheduled_s"], record["last_write_s"] = writes[-2], writes[-1]
+            record["chunks"] = writes
+            self.state.record_stream(record)
+
+    def _stream_record(
+        self,
+        request: web.Request,
+        parsed: ChatRequest,
+        wire: Wire,
+        arrival: float,
+        entry: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The record of a stream's write times, without them yet."""
+        request_id = parsed.body.get("request_id") or request.headers.get("X-Request-Id")
+        return {
+            "request": entry["id"],
+            "chat_id": wire.request_id,
+            "request_id": request_id if isinstance(request_id, str) else None,
+            "model": parsed.model,
+            "server": self.dialect,
+            "outcome": None,
+            "arrival_monotonic": arrival,
+            "tokens": 0,
+            "first_scheduled_s": None,
+            "first_write_s": None,
+            "last_scheduled_s": None,
+            "last_write_s": None,
+        }
 
     async def _complete(
         self,

@@ -1,4 +1,5 @@
-"""What both servers share and tests read: the request log, counted faults, scripted faults."""
+"""What both servers share and tests read: the request log, counted faults, scripted faults,
+and the write times of recent streams."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from .directives import Directives
 class SimulatorState:
     """What both servers remember, guarded by a lock because tests read it from another thread."""
 
-    def __init__(self, max_log: int = 10_000) -> None:
+    def __init__(self, max_log: int = 10_000, max_streams: int = 2_048) -> None:
         self._lock = threading.Lock()
         self._log: deque[dict[str, Any]] = deque(maxlen=max_log)
+        self._streams: deque[dict[str, Any]] = deque(maxlen=max_streams)
+        self._next_stream = 1
         self._counters: dict[str, int] = {}
         self._scripted: dict[str, deque[Directives | None]] = {}
         self._next_id = 1
@@ -44,11 +47,27 @@ class SimulatorState:
                 and (server is None or entry.get("server") == server)
             ]
 
+    def record_stream(self, record: dict[str, Any]) -> None:
+        """Keep the write times of a finished stream (giving it an ``id``), newest last; the
+        oldest are forgotten past ``max_streams``. ``record["chunks"]`` holds flat
+        (tokens, scheduled_s, written_s) triples."""
+        with self._lock:
+            record["id"] = self._next_stream
+            self._next_stream += 1
+            self._streams.append(record)
+
+    def streams(self, since: int = 0) -> list[dict[str, Any]]:
+        """A copy of the stream records whose ``id`` is greater than ``since``, oldest first."""
+        with self._lock:
+            records = [record for record in self._streams if record["id"] > since]
+        return [_with_chunk_list(record) for record in records]
+
     def reset(self) -> int:
-        """Forget logged requests, counted-fault counters and scripted faults."""
+        """Forget logged requests, stream records, counted-fault counters and scripted faults."""
         with self._lock:
             cleared = len(self._log)
             self._log.clear()
+            self._streams.clear()
             self._counters.clear()
             self._scripted.clear()
         return cleared
@@ -81,3 +100,10 @@ class SimulatorState:
                 for model, queue in self._scripted.items()
                 if queue
             }
+
+
+def _with_chunk_list(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stream record with its flat triples as ``[tokens, scheduled_s, written_s]``."""
+    flat = record["chunks"]
+    chunks = [[int(flat[i]), flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)]
+    return {**record, "chunks": chunks}

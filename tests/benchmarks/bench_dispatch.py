@@ -1,13 +1,19 @@
 """Benchmark: dispatch efficiency of a real Celery worker against two simulated endpoints.
 
-Scenario "stream" (the issue's): 2,000 generations (1,000 items x 2 endpoints, `max_concurrency`
-32 each) through a real `celery worker --pool threads --concurrency 64` process, each
-generation's service time scripted by `[[sim: ttft_ms=100, tps=200, tokens=100]]` (~0.6 s).
-The ideal wall time is the total scripted service time / (2 x 32); the report gives the measured
-wall time as a percentage of that ideal throughput, the most generations ever running at once
-per endpoint, and where the rest of the time went. Two diagnostic scenarios follow: "light"
-(0.5 s of TTFT and only 10 tokens: the same service time with almost nothing to stream) and
-"moderate" (the stream scenario with 400 generations and a cap of 8).
+Scenario "stream" (the issue's): 2,000 generations (1,000 items x 2 endpoints) through a real
+`celery worker --pool threads` process, each generation's service time scripted by
+`[[sim: ttft_ms=100, tps=200, tokens=100]]` (~0.6 s), at each endpoint `max_concurrency` of
+`--caps` (default 8, 32 and 64; the issue's figure is cap 32), the worker with 2 x cap threads
+so it can fill both endpoints. The ideal wall time is the total scripted service time /
+(2 x cap); the report gives the measured wall time as a percentage of that ideal throughput,
+the most generations ever running at once per endpoint, and where the rest of the time went.
+A diagnostic scenario follows: "light" (0.5 s of TTFT and only 10 tokens: the same service
+time with almost nothing to stream), at cap 32.
+
+CPU is read from /proc for the worker, the simulator, this launcher and the whole machine, so
+the summary says who saturates the machine: each process's share of the cores, its CPU per
+generation and the most generations per second it could carry on one core (both the worker's
+threads and the simulator's event loop run under one GIL each), against what the ideal needs.
 
 Running at once is counted three ways: the database (RUNNING rows with a live lease, sampled
 every 0.2 s), the HTTP requests in flight in the worker (exact), and the stored
@@ -23,7 +29,8 @@ process (`python -m inference.simulator`). The worker is started through this sc
 records each HTTP request's interval, then runs the stock `celery worker` (`app.worker_main`)
 — nothing of the app is changed.
 
-    python tests/benchmarks/bench_dispatch.py [--only stream] [--workers 1] [--generations 2000]
+    python tests/benchmarks/bench_dispatch.py [--only stream] [--caps 8,32,64] [--workers 1]
+        [--generations 2000] [--concurrency THREADS (default 2 x cap)]
 """
 
 from __future__ import annotations
@@ -430,8 +437,10 @@ class Scenario:
 
 
 def create_campaign(
-    scenario: Scenario, items: int, cap: int, fastdeploy_url: str, vllm_url: str
+    scenario: Scenario, items: int, cap: int, fastdeploy_url: str, vllm_url: str, suffix: str = ""
 ) -> Any:
+    """The scenario's suite, campaign and two endpoints; `suffix` keeps slugs apart when one
+    scenario runs more than once in a database."""
     from inference.models import (
         Campaign,
         CampaignModel,
@@ -441,7 +450,7 @@ def create_campaign(
         TaskType,
     )
 
-    suite = Suite.objects.create(name=f"bench-{scenario.name}")
+    suite = Suite.objects.create(name=f"bench-{scenario.name}{suffix}")
     task_type = TaskType.objects.get(code="QA")
     TaskItem.objects.bulk_create(
         [
@@ -450,15 +459,15 @@ def create_campaign(
                 external_id=f"q{n:05d}",
                 task_type=task_type,
                 prompt=f"{scenario.name} question {n}: why is the sky blue? {scenario.directive}",
-                content_hash=f"{scenario.name}-{n}",
+                content_hash=f"{scenario.name}{suffix}-{n}",
             )
             for n in range(items)
         ],
         batch_size=500,
     )
     campaign = Campaign.objects.create(
-        slug=f"bench-{scenario.name}",
-        name=f"bench {scenario.name}",
+        slug=f"bench-{scenario.name}{suffix}",
+        name=f"bench {scenario.name}{suffix}",
         suite=suite,
         params={"max_tokens": scenario.tokens + 100, "temperature": 0.7},
     )
@@ -466,8 +475,8 @@ def create_campaign(
         [(ERNIE, "fastdeploy", fastdeploy_url), (QWEN, "vllm", vllm_url)]
     ):
         endpoint = ModelEndpoint.objects.create(
-            slug=f"{scenario.name}-{dialect}",
-            name=f"{dialect} ({scenario.name})",
+            slug=f"{scenario.name}{suffix}-{dialect}",
+            name=f"{dialect} ({scenario.name}{suffix})",
             model=model,
             dialect=dialect,
             base_url=url,
@@ -519,7 +528,8 @@ def run_scenario(
     cap: int,
     concurrency: int,
     workers: int,
-) -> None:
+) -> dict[str, Any]:
+    """Run one scenario at one cap, print its report and return its summary figures."""
     from django.db.models import Count, Q
     from django.utils import timezone
 
@@ -529,10 +539,11 @@ def run_scenario(
     items = generations // 2
     print(
         f"\n== scenario {scenario.name} ({scenario.note}): {generations} generations = {items} "
-        f"items x 2 endpoints, max_concurrency {cap} each, {scenario.directive} per generation"
+        f"items x 2 endpoints, max_concurrency {cap} each, {scenario.directive} per generation; "
+        f"{workers} worker(s) x {concurrency} threads"
     )
     with simulator_process(environment.env) as (sim, fastdeploy_url, vllm_url):
-        campaign = create_campaign(scenario, items, cap, fastdeploy_url, vllm_url)
+        campaign = create_campaign(scenario, items, cap, fastdeploy_url, vllm_url, f"-{cap}")
         sessions0 = pg_sessions(environment.pg_name)
         pg_cpu0 = postgres_cpu_s()
         with ExitStack() as stack:
@@ -603,7 +614,7 @@ def run_scenario(
         sessions1 = pg_sessions(environment.pg_name)
         pg_cpu1 = postgres_cpu_s()  # the workers have stopped: their backends are reaped
     probe = merge_probes([json.loads(path.read_text()) for _, path in started if path.exists()])
-    report(
+    return report(
         scenario,
         campaign,
         launched_at,
@@ -637,7 +648,7 @@ def report(
     probe: dict[str, Any] | None,
     cpu: dict[str, float],
     sessions: int | None,
-) -> None:
+) -> dict[str, Any]:
     from inference.models import Generation, GenerationStatus
 
     rows = list(
@@ -662,9 +673,11 @@ def report(
         print(f"  !! {len(failed)} failed, e.g. {failed[0]['error'][:200]}")
     t0 = launched_at.timestamp()
     finished = [r for r in rows if r["finished_at"] is not None and r["started_at"] is not None]
+    summary: dict[str, Any] = {"scenario": scenario.name, "cap": cap, "generations": generations}
+    summary["ok"], summary["cpu"] = len(ok), cpu
     if not finished:
         print("  no generation finished")
-        return
+        return summary
     end = max(ts(r["finished_at"]) for r in finished)
     wall = end - t0
     service = sum(scenario.service_s(r["completion_tokens"]) for r in ok)
@@ -684,6 +697,7 @@ def report(
         f"{100 * discrete / wall:.1f}% of that)"
     )
     print(f"  succeeded {len(ok)}, failed {len(failed)}; {len(ok) / wall:.1f} generations/s")
+    summary.update(wall=wall, ideal=ideal, reachable=ideal / discrete, needs=len(ok) / ideal)
 
     intervals = (probe or {}).get("http_intervals", [])
     for endpoint_id in sorted({r["endpoint_id"] for r in rows}):
@@ -765,6 +779,8 @@ def report(
         f"{1000 * whole:.1f} ms (its {cores} cores finish at most {cores / whole:.0f}/s); "
         f"the ideal needs {len(ok) / ideal:.0f}/s"
     )
+    summary["busy"] = cpu["machine_busy"] / max(cpu["machine_total"], 1e-9)
+    summary["seconds"] = seconds
     if sessions is not None:
         line = f"  PostgreSQL: {sessions} connections opened during the run"
         if cpu["postgres"] >= 0:
@@ -773,6 +789,8 @@ def report(
                 f"({1000 * cpu['postgres'] / max(len(ok), 1):.1f} ms per generation)"
             )
         print(line)
+
+    return summary
 
 
 def merge_probes(probes: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -853,25 +871,80 @@ SCENARIOS = [
         ttft_ms=500,
         tps=1000,
         tokens=10,
+        cap=32,
         note="diagnostic: about the same service time with almost no streaming",
     ),
-    Scenario(
-        "moderate",
-        ttft_ms=100,
-        tps=200,
-        tokens=100,
-        generations=400,
-        cap=8,
-        note="diagnostic: the stream scenario at a quarter of the concurrency",
-    ),
 ]
+
+
+def _rate(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
+
+
+def print_summary(summaries: list[dict[str, Any]], workers: int) -> None:
+    """% of ideal per scenario and cap, and who used the machine's CPU."""
+    cores = os.cpu_count() or 1
+    print(
+        f"\n== summary ({cores} cores; CPU shares are of the whole machine during the run; "
+        "most/s = generations per second the process could finish on one core at its CPU per "
+        "generation;\n   launcher + rest = this script, PostgreSQL, Redis, the kernel and any "
+        "other process on the machine)"
+    )
+    header = (
+        "| scenario | cap × 2 endpoints | generations ok | % of ideal (reachable) | machine busy "
+        "| worker share · ms/gen · most/s | simulator share · ms/gen · most/s | launcher + rest "
+        "| ideal needs /s | saturated by |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count(" | ") + 1))
+    for row in summaries:
+        if "wall" not in row:
+            print(f"| {row['scenario']} | {row['cap']} | 0 | – | – | – | – | – | – | – |")
+            continue
+        cpu, ok = row["cpu"], max(row["ok"], 1)
+        capacity = row["seconds"] * cores  # CPU seconds the machine had
+
+        def share(seconds: float, capacity: float = capacity) -> str:
+            return f"{100 * seconds / max(capacity, 1e-9):.0f}%"
+
+        per_gen = {name: cpu[name] / ok for name in ("worker", "simulator")}
+        # Each worker process and the simulator's event loop run under one GIL: one core each.
+        most = {
+            "worker": workers / per_gen["worker"] if per_gen["worker"] else None,
+            "simulator": 1 / per_gen["simulator"] if per_gen["simulator"] else None,
+        }
+        rest = cpu["machine_busy"] - cpu["worker"] - cpu["simulator"]
+        needs = row["needs"]
+        limits = [name for name, value in most.items() if value is not None and value < needs]
+        if row["busy"] >= 0.9:
+            limits.append("machine (≥ 90% busy)")
+        print(
+            f"| {row['scenario']} | {row['cap']} | {row['ok']} "
+            f"| {100 * row['ideal'] / row['wall']:.1f}% ({100 * row['reachable']:.1f}%) "
+            f"| {100 * row['busy']:.0f}% "
+            f"| {share(cpu['worker'])} · {1000 * per_gen['worker']:.1f} · "
+            f"{_rate(most['worker'])} "
+            f"| {share(cpu['simulator'])} · {1000 * per_gen['simulator']:.1f} · "
+            f"{_rate(most['simulator'])} | {share(rest)} | {needs:.0f} "
+            f"| {', '.join(limits) or 'none'} |"
+        )
+    print(
+        "saturated by: a process whose most/s is below what the ideal needs (it cannot keep up "
+        "even with a core to itself), or the machine when it was at least 90% busy."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--generations", type=int, default=2000)
-    parser.add_argument("--cap", type=int, default=32, help="max_concurrency of each endpoint")
-    parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
+    parser.add_argument(
+        "--caps",
+        default="8,32,64",
+        help="max_concurrency of each endpoint for the stream scenario, comma-separated",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="worker threads (default: 2 x cap)"
+    )
     parser.add_argument("--database", choices=["auto", "postgres", "sqlite"], default="auto")
     parser.add_argument("--broker", choices=["auto", "redis", "embedded"], default="auto")
     parser.add_argument(
@@ -890,27 +963,42 @@ def main() -> None:
             Path(args.worker), Path(args.ready_file), args.queue, args.concurrency, args.probe
         )
         return
-    scenarios = [s for s in SCENARIOS if args.only in (None, s.name)]
+    try:
+        caps = [int(cap) for cap in args.caps.split(",") if cap.strip()]
+    except ValueError:
+        parser.error("--caps takes whole numbers, e.g. 8,32,64")
+    if not caps or min(caps) < 1:
+        parser.error("--caps takes whole numbers >= 1, e.g. 8,32,64")
+    runs = [
+        (scenario, cap)
+        for scenario in SCENARIOS
+        if args.only in (None, scenario.name)
+        for cap in ([scenario.cap] if scenario.cap else caps)
+    ]
     with (
         tempfile.TemporaryDirectory(prefix="gradebench-bench-") as tmp,
         throwaway_environment(Path(tmp), args.database, args.broker, "dispatch") as environment,
     ):
+        threads = args.concurrency or "2 x cap"
         print(
             f"2 simulated endpoints (FastDeploy + vLLM dialects); {args.workers} x celery worker "
-            f"--pool threads --concurrency {args.concurrency}; {environment.label}; "
+            f"--pool threads --concurrency {threads}; {environment.label}; "
             f"{os.cpu_count()} cores"
         )
         setup_django(migrate=True)
-        for scenario in scenarios:
+        summaries = [
             run_scenario(
                 scenario,
                 environment,
                 Path(tmp),
                 scenario.generations or args.generations,
-                scenario.cap or args.cap,
-                args.concurrency,
+                cap,
+                args.concurrency or 2 * cap,
                 args.workers,
             )
+            for scenario, cap in runs
+        ]
+        print_summary(summaries, args.workers)
 
 
 if __name__ == "__main__":

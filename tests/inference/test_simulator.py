@@ -470,6 +470,47 @@ def test_measured_ttft_and_decode_rate_match_the_script(
     pytest.fail("timing off in every attempt: " + "; ".join(worst))
 
 
+@pytest.mark.parametrize("model", [QWEN_VL, ERNIE_SMALL])
+def test_streams_record_when_each_chunk_was_due_and_written(
+    simulator: SimulatorThread, http: httpx.Client, model: str
+) -> None:
+    root = simulator.base_url(model).removesuffix("/v1")
+    before = http.get(root + "/_sim/streams").json()["data"]
+    since = before[-1]["id"] if before else 0
+    prompt = "Count. [[sim: ttft_ms=40, tps=400, tokens=30, chunk=3]]"
+    result = stream(http, simulator, model, prompt, request_id="bench-1")
+    assert result.usage is not None and result.usage["completion_tokens"] == 30
+
+    records = http.get(root + "/_sim/streams", params={"since": since}).json()["data"]
+    assert len(records) == 1
+    record = records[0]
+    assert record["id"] > since
+    assert record["request"] == logged(http, simulator)[-1]["id"]
+    assert record["chat_id"] == result.chunks[0]["id"]
+    assert record["request_id"] == "bench-1"
+    assert (record["model"], record["outcome"], record["tokens"]) == (model, "completed", 30)
+    chunks = record["chunks"]
+    # The text chunks the client received, each with its token count, due time and write time.
+    assert len(chunks) == len(result.text_times())
+    assert sum(tokens for tokens, _, _ in chunks) == 30
+    scheduled = [due for _, due, _ in chunks]
+    written = [at for _, _, at in chunks]
+    assert scheduled[0] == pytest.approx(0.040)
+    assert scheduled[-1] == pytest.approx(0.040 + 29 / 400)
+    assert scheduled == sorted(scheduled) and len(set(scheduled)) == len(scheduled)
+    assert written == sorted(written)
+    # Never before it was due (asyncio may wake a timer up to its clock resolution early).
+    assert all(at >= due - 1e-6 for due, at in zip(scheduled, written, strict=True))
+    assert (record["first_scheduled_s"], record["first_write_s"]) == (scheduled[0], written[0])
+    assert (record["last_scheduled_s"], record["last_write_s"]) == (scheduled[-1], written[-1])
+    assert record["arrival_monotonic"] <= time.monotonic() - written[-1]
+
+    # A non-streaming answer writes no chunks and leaves no record; `since` must be a number.
+    complete(http, simulator, model, "Hi [[sim: ttft_ms=1, tps=5000, tokens=3]]")
+    assert http.get(root + "/_sim/streams", params={"since": record["id"]}).json()["data"] == []
+    assert http.get(root + "/_sim/streams", params={"since": "x"}).status_code == 400
+
+
 def test_speed_factor_scales_profile_timing_but_not_directives(http: httpx.Client) -> None:
     with SimulatorThread(speed=4) as sim:
         complete(http, sim, ERNIE_SMALL, "Hi", max_tokens=2)
