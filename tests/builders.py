@@ -20,7 +20,7 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -144,29 +144,21 @@ NO_TIMINGS = Timings(None, None, None, None, None, "")
 """An answer imported without its timings."""
 
 
+class AnswerOptions(TypedDict, total=False):
+    """The keywords of `new_generation` past the campaign, item and model."""
+
+    sample: int
+    status: str
+    timings: Timings
+    content: str | None
+    error: str | None
+
+
 def generation(
-    of: Campaign,
-    item: TaskItem,
-    model: ModelEndpoint,
-    *,
-    sample: int = 0,
-    status: str = GenerationStatus.SUCCEEDED,
-    timings: Timings = Timings(),
-    content: str | None = None,
-    error: str | None = None,
+    of: Campaign, item: TaskItem, model: ModelEndpoint, **options: Unpack[AnswerOptions]
 ) -> Generation:
-    """One answer of `model` to `item` in campaign `of`, with these timings; `content` and
-    `error` replace the made-up ones."""
-    answer = new_generation(
-        of,
-        item,
-        model,
-        sample=sample,
-        status=status,
-        timings=timings,
-        content=content,
-        error=error,
-    )
+    """One answer of `model` to `item` in campaign `of`, saved (see `new_generation`)."""
+    answer = new_generation(of, item, model, **options)
     answer.save()
     return answer
 
@@ -182,7 +174,8 @@ def new_generation(
     content: str | None = None,
     error: str | None = None,
 ) -> Generation:
-    """`generation`, not saved yet: for `Generation.objects.bulk_create`."""
+    """One answer of `model` to `item` in campaign `of`, with these timings; `content` and
+    `error` replace the made-up ones. Not saved: for `Generation.objects.bulk_create`."""
     succeeded = status == GenerationStatus.SUCCEEDED
     if content is None:
         content = f"answer of {model.slug} to {item.external_id}" if succeeded else ""
@@ -216,22 +209,21 @@ def reviewer(username: str, *, password: str | None = None) -> User:
     return user
 
 
-def score(
-    answer: Generation,
-    by: User,
-    value: int,
-    *,
-    position: int = 0,
-    rubric: Rubric | None = None,
-    comment: str = "",
-    at: datetime.datetime | None = None,
-) -> Score:
-    """`by`'s score of one answer, under `rubric` (default: the current one), given `at`
-    (default: now).
+class ScoreOptions(TypedDict, total=False):
+    """The keywords of `new_score` past the answer, reviewer and value."""
+
+    position: int
+    rubric: Rubric | None
+    comment: str
+    at: datetime.datetime | None
+
+
+def score(answer: Generation, by: User, value: int, **options: Unpack[ScoreOptions]) -> Score:
+    """`by`'s score of one answer, saved (see `new_score`).
 
     Call `scores_written` once the scores of a campaign are in.
     """
-    given = new_score(answer, by, value, position=position, rubric=rubric, comment=comment, at=at)
+    given = new_score(answer, by, value, **options)
     given.save()
     return given
 
@@ -246,7 +238,8 @@ def new_score(
     comment: str = "",
     at: datetime.datetime | None = None,
 ) -> Score:
-    """`score`, not saved yet: for `Score.objects.bulk_create`."""
+    """`by`'s score of one answer, under `rubric` (default: the current one), given `at`
+    (default: now). Not saved: for `Score.objects.bulk_create`."""
     return Score(
         generation=answer,
         reviewer=by,
