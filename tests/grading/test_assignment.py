@@ -256,6 +256,16 @@ class TestResultsOpen:
     def open_results(self, campaign: Campaign) -> int:
         return queue.open_results(campaign)
 
+    def scored_then_opened(self, items: int) -> tuple[Campaign, User, Assignment]:
+        """A campaign of `items` items in which alice scored one unit 3s before results opened."""
+        campaign = make_campaign(items=items)
+        alice = builders.reviewer("alice")
+        held = queue.next_assignment(alice)
+        assert held is not None
+        queue.submit(held, full_scores(held, 3))
+        self.open_results(campaign)
+        return campaign, alice, held
+
     def test_open_campaign_offers_no_more_work(self) -> None:
         campaign = make_campaign(items=3)
         alice = builders.reviewer("alice")
@@ -277,23 +287,13 @@ class TestResultsOpen:
         assert not Score.objects.exists()
 
     def test_submitted_scores_cannot_be_edited_after_results_open(self) -> None:
-        campaign = make_campaign(items=1)
-        alice = builders.reviewer("alice")
-        held = queue.next_assignment(alice)
-        assert held is not None
-        queue.submit(held, full_scores(held, 3))
-        self.open_results(campaign)
+        _, _, held = self.scored_then_opened(items=1)
         with pytest.raises(queue.ScoreError, match="grading of this campaign has ended"):
             queue.edit(held, full_scores(held, 9))
         assert set(Score.objects.values_list("score", flat=True)) == {3}
 
     def test_hiding_results_again_never_reopens_grading(self) -> None:
-        campaign = make_campaign(items=2)
-        alice = builders.reviewer("alice")
-        held = queue.next_assignment(alice)
-        assert held is not None
-        queue.submit(held, full_scores(held, 3))
-        self.open_results(campaign)
+        campaign, alice, held = self.scored_then_opened(items=2)
         queue.hide_results(campaign)
         review = ReviewSettings.objects.get(campaign=campaign)
         assert not review.results_open and review.grading_ended
