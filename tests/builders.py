@@ -128,6 +128,24 @@ def campaign(
     return made
 
 
+def two_campaigns() -> dict[str, Any]:
+    """Suite `sample` (items `ar-1`, AR, and `ck-1`, CK) answered in two campaigns: `small`
+    (ERNIE then R1, matchup `small`) and `vision` (ERNIE only, matchup `vl`).
+
+    Keys: `suite`, `ernie`, `r1`, `items` (by external id), `small`, `vision`.
+    """
+    sample = Suite.objects.create(name="sample")
+    ernie, r1 = endpoint("ernie-4.5-0.3b"), endpoint("r1-1.5b")
+    return {
+        "suite": sample,
+        "ernie": ernie,
+        "r1": r1,
+        "items": {"ar-1": item(sample, "ar-1", "AR"), "ck-1": item(sample, "ck-1", "CK")},
+        "small": campaign("small", sample, [ernie, r1], matchup="small"),
+        "vision": campaign("vision", sample, [ernie], matchup="vl"),
+    }
+
+
 @dataclass(frozen=True)
 class Timings:
     """What a finished generation measured (DESIGN §5); None is a figure not known."""
