@@ -158,6 +158,19 @@ def test_campaign_list_shows_status_and_progress(admin_client: Client, campaign:
     assert "Campaign C" in html and "2 / 8" in html and "1 failed" in html
 
 
+def test_home_lists_campaigns_with_results_links_and_the_list_with_progress(
+    admin_client: Client, campaign: Campaign
+) -> None:
+    run_link = f'href="/campaigns/{campaign.public_id}/"'
+    home = admin_client.get("/").content.decode()
+    assert run_link in home and f'href="/results/{campaign.public_id}/">Results</a>' in home
+    assert "<th>Progress</th>" not in home and "0 / 8" not in home
+    listing = admin_client.get("/campaigns/").content.decode()
+    assert listing.count(run_link) == 2 and "Run page →</a>" in listing
+    assert "<th>Progress</th>" in listing and "0 / 8" in listing
+    assert f"/results/{campaign.public_id}/" not in listing
+
+
 def test_run_page_says_when_nothing_is_running(admin_client: Client, campaign: Campaign) -> None:
     html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
     assert "Is a Celery worker up?" in html
