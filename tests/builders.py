@@ -20,9 +20,10 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from django.contrib.auth.models import User
+from django.db.models import Model
 from django.utils import timezone
 
 from grading.models import ReviewSettings, Rubric, Score
@@ -40,6 +41,8 @@ from inference.models import (
     TaskItem,
     TaskType,
 )
+
+SavedModel = TypeVar("SavedModel", bound=Model)
 
 # --- One thing at a time -------------------------------------------------------------------
 
@@ -176,9 +179,7 @@ def generation(
     of: Campaign, item: TaskItem, model: ModelEndpoint, **options: Unpack[AnswerOptions]
 ) -> Generation:
     """One answer of `model` to `item` in campaign `of`, saved (see `new_generation`)."""
-    answer = new_generation(of, item, model, **options)
-    answer.save()
-    return answer
+    return _saved(new_generation(of, item, model, **options))
 
 
 def new_generation(
@@ -241,9 +242,7 @@ def score(answer: Generation, by: User, value: int, **options: Unpack[ScoreOptio
 
     Call `scores_written` once the scores of a campaign are in.
     """
-    given = new_score(answer, by, value, **options)
-    given.save()
-    return given
+    return _saved(new_score(answer, by, value, **options))
 
 
 def new_score(
@@ -267,6 +266,11 @@ def new_score(
         rubric=rubric or Rubric.objects.current(),
         scored_at=at or timezone.now(),
     )
+
+
+def _saved(row: SavedModel) -> SavedModel:
+    row.save()
+    return row
 
 
 def scores_written(*campaigns: Campaign) -> None:
