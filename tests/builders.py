@@ -96,6 +96,7 @@ def campaign(
     of: Suite,
     models: Sequence[ModelEndpoint],
     *,
+    name: str = "",
     positions: Sequence[int] | None = None,
     matchup: str = "",
     params: Mapping[str, Any] | None = None,
@@ -104,8 +105,8 @@ def campaign(
     reviewers_per_output: int = 2,
     status: str = CampaignStatus.FINISHED,
 ) -> Campaign:
-    """A campaign of these models, finished unless `status` says otherwise, with its review
-    settings.
+    """A campaign of these models (named `name`, else its slug), finished unless `status` says
+    otherwise, with its review settings.
 
     `positions` are the models' `CampaignModel.position` (default 0, 1, …): the model with the
     lowest one is the campaign's first model, whatever the order `models` are given in.
@@ -113,7 +114,7 @@ def campaign(
     """
     made = Campaign.objects.create(
         slug=slug,
-        name=slug,
+        name=name or slug,
         matchup=matchup,
         suite=of,
         status=status,
