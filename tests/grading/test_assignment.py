@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.utils import timezone
 
 from grading import assignment as queue
 from grading.models import Assignment, ReviewSettings, ReviewUnit, Score
 from inference.models import Campaign, Generation, ModelEndpoint, Suite
 from tests import builders
+from tests.conftest import all_at_once
 
 
 def make_campaign(items: int = 3, k: int = 2, models: int = 2) -> Campaign:
@@ -184,25 +183,7 @@ class TestSubmit:
 def test_twenty_reviewers_at_once_never_exceed_k_holders() -> None:
     make_campaign(items=6, k=2)
     reviewers = [builders.reviewer(f"r{n}") for n in range(20)]
-    barrier = threading.Barrier(len(reviewers))
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def ask(reviewer: User) -> None:
-        try:
-            barrier.wait()
-            results.append(queue.next_assignment(reviewer))
-        except BaseException as error:  # reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=ask, args=(r,)) for r in reviewers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    results = all_at_once(queue.next_assignment, reviewers)
     given = [a for a in results if a is not None]
     assert len(given) == 12  # 6 units × 2 reviewers, every place filled, none twice
     holders = Counter(a.unit_id for a in given)

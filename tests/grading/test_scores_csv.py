@@ -635,6 +635,21 @@ def test_every_problem_is_reported_with_its_line_and_column(exported: str, tmp_p
     ]
 
 
+def test_a_bad_slug_or_username_rejects_the_file_on_every_line(
+    exported: str, tmp_path: Path
+) -> None:
+    text = with_cell(with_cell(exported, "model", "not a slug"), "model", "not a slug", 2)
+    text = with_cell(text, "reviewer", "no spaces", 2)
+    before = snapshot()
+
+    assert rejected(tmp_path, text) == [
+        "2: model: 'not a slug' is not a valid slug (letters, digits, . _ -)",
+        "3: model: 'not a slug' is not a valid slug (letters, digits, . _ -)",
+        "3: reviewer: 'no spaces' is not a valid username",
+    ]
+    assert snapshot() == before
+
+
 def test_the_same_answer_and_reviewer_twice_rejects_the_file(exported: str, tmp_path: Path) -> None:
     text = with_cell(exported, "reviewer", "carol", 2)
     assert rejected(tmp_path, text) == [
