@@ -12,7 +12,7 @@ import datetime
 import io
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, BinaryIO, NamedTuple, TypeVar
@@ -164,6 +164,18 @@ def check_utf8(stream: BinaryIO) -> None:
             return
 
 
+def _passes(validate: Callable[[str], object], value: str, passed: set[str]) -> bool:
+    """Whether `value` passes `validate`; values in `passed` (those that passed before) are
+    not checked again, and a value that passes joins them."""
+    if value not in passed:
+        try:
+            validate(value)
+        except ValidationError:
+            return False
+        passed.add(value)
+    return True
+
+
 class _RowParser:
     """Turns one CSV record into its parts, collecting `line: column: reason` problems.
 
@@ -184,22 +196,10 @@ class _RowParser:
         return self.resolved[spelling]
 
     def is_slug(self, value: str) -> bool:
-        if value not in self.slugs:
-            try:
-                validate_slug(value)
-            except ValidationError:
-                return False
-            self.slugs.add(value)
-        return True
+        return _passes(validate_slug, value, self.slugs)
 
     def is_username(self, value: str) -> bool:
-        if value not in self.usernames:
-            try:
-                _username(value)
-            except ValidationError:
-                return False
-            self.usernames.add(value)
-        return True
+        return _passes(_username, value, self.usernames)
 
     def parse(
         self, line: int, record: list[str], problems: list[str]

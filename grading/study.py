@@ -9,6 +9,7 @@ of a campaign that already has generations, which are part of its record.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,20 @@ class _Checker:
                 self.problem(f"{where}.{key}", "missing")
         return True
 
+    def entries(
+        self, data: dict[str, Any], key: str, spec: dict[str, str]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each object of the list `data[key]` (absent: none) with where it stands
+        (`key[index]`); a list that is not one, and entries that are not objects, are problems."""
+        listed = data.get(key, [])
+        if not isinstance(listed, list):
+            self.problem(key, "must be a list")
+            return
+        for index, raw in enumerate(listed):
+            where = f"{key}[{index}]"
+            if self.keys(raw, where, spec):
+                yield where, raw
+
     def text(self, obj: dict[str, Any], key: str, where: str, default: str = "") -> str:
         value = obj.get(key, default)
         if value is None:
@@ -221,14 +236,7 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         raise StudyError(check.problems)
 
     endpoints: list[dict[str, Any]] = []
-    raw_endpoints = data.get("endpoints", [])
-    if not isinstance(raw_endpoints, list):
-        check.problem("endpoints", "must be a list")
-        raw_endpoints = []
-    for index, raw in enumerate(raw_endpoints):
-        where = f"endpoints[{index}]"
-        if not check.keys(raw, where, ENDPOINT_KEYS):
-            continue
+    for where, raw in check.entries(data, "endpoints", ENDPOINT_KEYS):
         endpoint = {
             "slug": check.slug(raw, "slug", where),
             "name": check.text(raw, "name", where),
@@ -263,14 +271,7 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     known_endpoints = set(slugs) | set(ModelEndpoint.objects.values_list("slug", flat=True))
 
     campaigns: list[dict[str, Any]] = []
-    raw_campaigns = data.get("campaigns", [])
-    if not isinstance(raw_campaigns, list):
-        check.problem("campaigns", "must be a list")
-        raw_campaigns = []
-    for index, raw in enumerate(raw_campaigns):
-        where = f"campaigns[{index}]"
-        if not check.keys(raw, where, CAMPAIGN_KEYS):
-            continue
+    for where, raw in check.entries(data, "campaigns", CAMPAIGN_KEYS):
         campaign: dict[str, Any] = {
             "slug": check.slug(raw, "slug", where),
             "name": check.text(raw, "name", where),

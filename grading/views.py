@@ -301,6 +301,7 @@ def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
 
 
 def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseBase:
+    """The export form's POST: a small CSV downloads at once, a large one goes to a worker."""
     kind = request.POST.get("kind", "")
     if kind not in ExportKind.values:
         return HttpResponseBadRequest("Unknown export.")
@@ -314,14 +315,26 @@ def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseB
             True, exports.filename(campaign, kind)
         )
         return response
+    _request_export(request, campaign, kind, bom=bom, anonymize=anonymize, expected=counts[kind])
+    return redirect(
+        _posted_next(request)
+        or reverse("campaign-export", kwargs={"public_id": campaign.public_id})
+    )
+
+
+def _request_export(
+    request: HttpRequest,
+    campaign: Campaign,
+    kind: str,
+    *,
+    bom: bool,
+    anonymize: bool,
+    expected: int,
+) -> None:
+    """Hand a large export to a worker, and say whether one took it."""
     try:
         exports.request_export(
-            campaign,
-            kind,
-            bom=bom,
-            anonymize=anonymize,
-            user_id=request.user.pk,
-            expected=counts[kind],
+            campaign, kind, bom=bom, anonymize=anonymize, user_id=request.user.pk, expected=expected
         )
     except exports.NoWorker:
         messages.error(
@@ -336,10 +349,6 @@ def _start_export(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponseB
         messages.success(
             request, _("The export is being written; a download link appears when it is ready.")
         )
-    return redirect(
-        _posted_next(request)
-        or reverse("campaign-export", kwargs={"public_id": campaign.public_id})
-    )
 
 
 def _posted_next(request: HttpRequest) -> str:
@@ -447,40 +456,56 @@ def _results_page(
     campaign: Campaign | None,
     withheld: int = 0,
 ) -> HttpResponseBase:
+    """The comparison of `campaigns` (one campaign's page when `campaign` is given), as a page,
+    its `results` fragment, one chart's CSV, or 204 to the freshness poll while nothing is new."""
     admin = is_admin(request.user)
     filters = comparison.Filters.from_query(request.GET, allow_reviewer=admin)
     sort = request.GET.get("sort", "type")
     current = freshness.figures(campaigns, reviewer=filters.reviewer, scored_only=campaign is None)
     if current.stale and request.htmx and request.htmx.trigger == "freshness":
         return HttpResponse(status=204)  # the status line's poll: nothing new to show yet
-    base = current.base
-    selection = comparison.select(base, filters, sort=sort)
+    selection = comparison.select(current.base, filters, sort=sort)
     figures = charts.charts(selection)
     wanted_csv = request.GET.get("csv")
     if wanted_csv:
         return _chart_csv(figures, selection, wanted_csv, campaign)
-    chosen = request.GET.getlist("campaign") if campaign is None else []
-    # The page's sort and CSV links keep the campaigns chosen, as its filter form does.
-    link_query = QueryDict(filters.as_query(), mutable=True)
-    link_query.setlist("campaign", chosen)
     context = {
         **_campaign_heading(campaign),
+        **_filter_form(request, filters, current.base, campaign=campaign),
         "withheld": withheld,
         "selection": selection,
         "freshness": current,
         "charts": figures,
+        "sort": sort,
+        "min_items": comparison.MIN_ITEMS,
+    }
+    return render_page(request, "grading/results.html", context, fragments={"results"})
+
+
+def _filter_form(
+    request: HttpRequest,
+    filters: comparison.Filters,
+    base: comparison.Base,
+    *,
+    campaign: Campaign | None,
+) -> dict[str, object]:
+    """What a results page's filter form, sort and CSV links offer; reviewers' names and the
+    drill-down only to admins."""
+    admin = is_admin(request.user)
+    chosen = request.GET.getlist("campaign") if campaign is None else []
+    # The page's sort and CSV links keep the campaigns chosen, as its filter form does.
+    link_query = QueryDict(filters.as_query(), mutable=True)
+    link_query.setlist("campaign", chosen)
+    return {
         "filters": filters,
         "filter_query": link_query.urlencode(),
-        "sort": sort,
         "all_task_types": base.task_types,
         "modalities": Modality.choices,
         "reviewers": base.reviewers if admin else [],
         "show_reviewers": admin,
-        "min_items": comparison.MIN_ITEMS,
         "drill_url": reverse("results-items") if admin else "",
         "chosen_campaigns": chosen,
     }
-    return render_page(request, "grading/results.html", context, fragments={"results"})
 
 
 def _campaign_heading(campaign: Campaign | None) -> dict[str, object]:

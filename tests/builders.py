@@ -20,9 +20,10 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from django.contrib.auth.models import User
+from django.db.models import Model
 from django.utils import timezone
 
 from grading.models import ReviewSettings, Rubric, Score
@@ -40,6 +41,8 @@ from inference.models import (
     TaskItem,
     TaskType,
 )
+
+SavedModel = TypeVar("SavedModel", bound=Model)
 
 # --- One thing at a time -------------------------------------------------------------------
 
@@ -93,6 +96,7 @@ def campaign(
     of: Suite,
     models: Sequence[ModelEndpoint],
     *,
+    name: str = "",
     positions: Sequence[int] | None = None,
     matchup: str = "",
     params: Mapping[str, Any] | None = None,
@@ -101,8 +105,8 @@ def campaign(
     reviewers_per_output: int = 2,
     status: str = CampaignStatus.FINISHED,
 ) -> Campaign:
-    """A campaign of these models, finished unless `status` says otherwise, with its review
-    settings.
+    """A campaign of these models (named `name`, else its slug), finished unless `status` says
+    otherwise, with its review settings.
 
     `positions` are the models' `CampaignModel.position` (default 0, 1, …): the model with the
     lowest one is the campaign's first model, whatever the order `models` are given in.
@@ -110,7 +114,7 @@ def campaign(
     """
     made = Campaign.objects.create(
         slug=slug,
-        name=slug,
+        name=name or slug,
         matchup=matchup,
         suite=of,
         status=status,
@@ -126,6 +130,24 @@ def campaign(
         )
     ReviewSettings.objects.create(campaign=made, reviewers_per_output=reviewers_per_output)
     return made
+
+
+def two_campaigns() -> dict[str, Any]:
+    """Suite `sample` (items `ar-1`, AR, and `ck-1`, CK) answered in two campaigns: `small`
+    (ERNIE then R1, matchup `small`) and `vision` (ERNIE only, matchup `vl`).
+
+    Keys: `suite`, `ernie`, `r1`, `items` (by external id), `small`, `vision`.
+    """
+    sample = Suite.objects.create(name="sample")
+    ernie, r1 = endpoint("ernie-4.5-0.3b"), endpoint("r1-1.5b")
+    return {
+        "suite": sample,
+        "ernie": ernie,
+        "r1": r1,
+        "items": {"ar-1": item(sample, "ar-1", "AR"), "ck-1": item(sample, "ck-1", "CK")},
+        "small": campaign("small", sample, [ernie, r1], matchup="small"),
+        "vision": campaign("vision", sample, [ernie], matchup="vl"),
+    }
 
 
 @dataclass(frozen=True)
@@ -144,31 +166,21 @@ NO_TIMINGS = Timings(None, None, None, None, None, "")
 """An answer imported without its timings."""
 
 
+class AnswerOptions(TypedDict, total=False):
+    """The keywords of `new_generation` past the campaign, item and model."""
+
+    sample: int
+    status: str
+    timings: Timings
+    content: str | None
+    error: str | None
+
+
 def generation(
-    of: Campaign,
-    item: TaskItem,
-    model: ModelEndpoint,
-    *,
-    sample: int = 0,
-    status: str = GenerationStatus.SUCCEEDED,
-    timings: Timings = Timings(),
-    content: str | None = None,
-    error: str | None = None,
+    of: Campaign, item: TaskItem, model: ModelEndpoint, **options: Unpack[AnswerOptions]
 ) -> Generation:
-    """One answer of `model` to `item` in campaign `of`, with these timings; `content` and
-    `error` replace the made-up ones."""
-    answer = new_generation(
-        of,
-        item,
-        model,
-        sample=sample,
-        status=status,
-        timings=timings,
-        content=content,
-        error=error,
-    )
-    answer.save()
-    return answer
+    """One answer of `model` to `item` in campaign `of`, saved (see `new_generation`)."""
+    return _saved(new_generation(of, item, model, **options))
 
 
 def new_generation(
@@ -182,7 +194,8 @@ def new_generation(
     content: str | None = None,
     error: str | None = None,
 ) -> Generation:
-    """`generation`, not saved yet: for `Generation.objects.bulk_create`."""
+    """One answer of `model` to `item` in campaign `of`, with these timings; `content` and
+    `error` replace the made-up ones. Not saved: for `Generation.objects.bulk_create`."""
     succeeded = status == GenerationStatus.SUCCEEDED
     if content is None:
         content = f"answer of {model.slug} to {item.external_id}" if succeeded else ""
@@ -216,24 +229,21 @@ def reviewer(username: str, *, password: str | None = None) -> User:
     return user
 
 
-def score(
-    answer: Generation,
-    by: User,
-    value: int,
-    *,
-    position: int = 0,
-    rubric: Rubric | None = None,
-    comment: str = "",
-    at: datetime.datetime | None = None,
-) -> Score:
-    """`by`'s score of one answer, under `rubric` (default: the current one), given `at`
-    (default: now).
+class ScoreOptions(TypedDict, total=False):
+    """The keywords of `new_score` past the answer, reviewer and value."""
+
+    position: int
+    rubric: Rubric | None
+    comment: str
+    at: datetime.datetime | None
+
+
+def score(answer: Generation, by: User, value: int, **options: Unpack[ScoreOptions]) -> Score:
+    """`by`'s score of one answer, saved (see `new_score`).
 
     Call `scores_written` once the scores of a campaign are in.
     """
-    given = new_score(answer, by, value, position=position, rubric=rubric, comment=comment, at=at)
-    given.save()
-    return given
+    return _saved(new_score(answer, by, value, **options))
 
 
 def new_score(
@@ -246,7 +256,8 @@ def new_score(
     comment: str = "",
     at: datetime.datetime | None = None,
 ) -> Score:
-    """`score`, not saved yet: for `Score.objects.bulk_create`."""
+    """`by`'s score of one answer, under `rubric` (default: the current one), given `at`
+    (default: now). Not saved: for `Score.objects.bulk_create`."""
     return Score(
         generation=answer,
         reviewer=by,
@@ -256,6 +267,11 @@ def new_score(
         rubric=rubric or Rubric.objects.current(),
         scored_at=at or timezone.now(),
     )
+
+
+def _saved(row: SavedModel) -> SavedModel:
+    row.save()
+    return row
 
 
 def scores_written(*campaigns: Campaign) -> None:

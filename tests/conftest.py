@@ -9,11 +9,12 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
@@ -107,6 +108,36 @@ def bob(db: None) -> User:
 @pytest.fixture
 def nobody(db: None) -> User:
     return User.objects.create_user("nobody", "nobody@example.org", PASSWORD)
+
+
+Argument = TypeVar("Argument")
+Result = TypeVar("Result")
+
+
+def all_at_once(work: Callable[[Argument], Result], arguments: Sequence[Argument]) -> list[Result]:
+    """`work(argument)` for every argument, each in a thread of its own, all released together
+    by a barrier; their results in the order they finished. Each thread closes its database
+    connection; the test fails if any of them raised."""
+    barrier = threading.Barrier(len(arguments))
+    results: list[Result] = []
+    errors: list[BaseException] = []
+
+    def run(argument: Argument) -> None:
+        try:
+            barrier.wait()
+            results.append(work(argument))
+        except BaseException as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return results
 
 
 def logged_in(user: User) -> Client:

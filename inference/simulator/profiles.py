@@ -88,6 +88,17 @@ class ModelProfile:
         return data
 
 
+_R1_DISTILL_1_5B = ModelProfile(
+    name="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+    dialect="vllm",
+    reasoning="think_tags",
+    ttft_ms=80,
+    tokens_per_s=194,
+    tokens_per_chunk=2,
+    answer_tokens=(150, 500),
+    reasoning_tokens=(250, 900),
+)
+
 DEFAULT_PROFILES: tuple[ModelProfile, ...] = (
     ModelProfile(
         name="baidu/ERNIE-4.5-0.3B-Paddle",
@@ -96,16 +107,7 @@ DEFAULT_PROFILES: tuple[ModelProfile, ...] = (
         tokens_per_s=112,
         answer_tokens=(200, 700),
     ),
-    ModelProfile(
-        name="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
-        dialect="vllm",
-        reasoning="think_tags",
-        ttft_ms=80,
-        tokens_per_s=194,
-        tokens_per_chunk=2,
-        answer_tokens=(150, 500),
-        reasoning_tokens=(250, 900),
-    ),
+    _R1_DISTILL_1_5B,
     ModelProfile(
         name="baidu/ERNIE-4.5-21B-A3B-Paddle",
         dialect="fastdeploy",
@@ -152,27 +154,17 @@ DEFAULT_PROFILES: tuple[ModelProfile, ...] = (
     ),
     # The same distill behind vLLM started with `--reasoning-parser deepseek_r1`: newer vLLM
     # sends the reasoning in `delta.reasoning`, older vLLM in `delta.reasoning_content`.
-    ModelProfile(
-        name="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-reasoning-parser",
-        dialect="vllm",
+    dataclasses.replace(
+        _R1_DISTILL_1_5B,
+        name=f"{_R1_DISTILL_1_5B.name}-reasoning-parser",
         reasoning="field",
         reasoning_field="reasoning",
-        ttft_ms=80,
-        tokens_per_s=194,
-        tokens_per_chunk=2,
-        answer_tokens=(150, 500),
-        reasoning_tokens=(250, 900),
     ),
-    ModelProfile(
-        name="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-reasoning-parser-old",
-        dialect="vllm",
+    dataclasses.replace(
+        _R1_DISTILL_1_5B,
+        name=f"{_R1_DISTILL_1_5B.name}-reasoning-parser-old",
         reasoning="field",
         reasoning_field="reasoning_content",
-        ttft_ms=80,
-        tokens_per_s=194,
-        tokens_per_chunk=2,
-        answer_tokens=(150, 500),
-        reasoning_tokens=(250, 900),
     ),
 )
 

@@ -73,12 +73,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.benchmarks.harness import (
     ADMIN_URL,
     REPO,
+    bulk_suite,
     create_database,
     drop_database,
+    finished_campaign,
     migrate,
     percentile,
     run_child,
     setup_django,
+    unused_endpoint,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -125,11 +128,8 @@ def build(target_scores: int) -> dict[str, Any]:
     from inference.models import (
         Campaign,
         CampaignModel,
-        CampaignStatus,
         Generation,
         GenerationStatus,
-        ModelEndpoint,
-        Suite,
         TaskItem,
         TaskType,
         UsageSource,
@@ -144,42 +144,25 @@ def build(target_scores: int) -> dict[str, Any]:
     difficulty = {t.pk: rng.uniform(-1.8, 1.2) for t in types}
     length = {t.pk: rng.choice((80, 150, 300, 500, 900)) for t in types}
     with transaction.atomic():
-        suite = Suite.objects.create(name="bench-comparison")
-        TaskItem.objects.bulk_create(
-            (
-                TaskItem(
-                    suite=suite,
-                    external_id=f"q{n:06d}",
-                    task_type=types[n % len(types)],
-                    prompt=f"问题 {n}:请回答。",
-                    content_hash=f"h{n}",
-                )
-                for n in range(items)
-            ),
-            batch_size=10_000,
-        )
+        suite, _ = bulk_suite("bench-comparison", items, [t.pk for t in types], "问题 {n}:请回答。")
         campaigns = []
         mu: list[tuple[int, int, float]] = []  # (task type, endpoint, mean score)
         profile: dict[int, tuple[float, float]] = {}  # endpoint -> (ttft ms, decode tok/s)
         for slug, (matchup, models) in CAMPAIGNS.items():
-            campaign = Campaign.objects.create(
-                slug=slug, name=slug.replace("-", " ").title(), matchup=matchup, suite=suite,
-                status=CampaignStatus.FINISHED,
-                params={"temperature": 0.7, "max_tokens": MAX_TOKENS},
-            )  # fmt: skip
-            ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=3)
-            for position, (model, quality, ttft, decode) in enumerate(models):
-                endpoint = ModelEndpoint.objects.create(
-                    slug=model, name=model, model=model, base_url="http://127.0.0.1:9/v1"
-                )
-                CampaignModel.objects.create(
-                    campaign=campaign, endpoint=endpoint, position=position
-                )
+            endpoints = []
+            for model, quality, ttft, decode in models:
+                endpoint = unused_endpoint(model)
+                endpoints.append(endpoint)
                 profile[endpoint.pk] = (ttft, decode)
                 mu += [
                     (t.pk, endpoint.pk, quality + difficulty[t.pk] + rng.gauss(0, 0.6))
                     for t in types
                 ]
+            campaign = finished_campaign(
+                slug, suite, endpoints, reviewers_per_output=3,
+                name=slug.replace("-", " ").title(), matchup=matchup,
+                params={"temperature": 0.7, "max_tokens": MAX_TOKENS},
+            )  # fmt: skip
             campaigns.append(campaign)
     phases["items"] = time.perf_counter() - start
 

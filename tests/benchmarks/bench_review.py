@@ -57,13 +57,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.benchmarks.harness import (
     REPO,
+    bulk_suite,
     create_database,
     drop_database,
+    finished_campaign,
     migrate,
     percentile,
     postgres_available,
     run_child,
     setup_django,
+    unused_endpoint,
 )
 
 PASSWORD = "a-long-benchmark-password-42"
@@ -124,55 +127,34 @@ def build(items: int) -> dict[str, Any]:
     from grading.models import (
         Assignment,
         AssignmentStatus,
-        ReviewSettings,
         ReviewUnit,
         Rubric,
         Score,
     )
     from grading.roles import reviewers_group
     from inference.models import (
-        Campaign,
-        CampaignModel,
         Generation,
-        ModelEndpoint,
-        Suite,
-        TaskItem,
         TaskType,
     )
 
     rng = random.Random(7)
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    suite = Suite.objects.create(name="bench-review")
     qa = TaskType.objects.get(code="QA")
-    campaign = Campaign.objects.create(
-        slug="bench-review", name="Review benchmark", suite=suite, status="finished"
-    )
-    ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=K)
     endpoints = [
-        ModelEndpoint.objects.create(
-            slug=f"bench-model-{m}",
-            name=f"Bench model {m}",
-            model=f"bench/model-{m}",
-            base_url="http://127.0.0.1:9/v1",
-        )
+        unused_endpoint(f"bench-model-{m}", name=f"Bench model {m}", model=f"bench/model-{m}")
         for m in range(MODELS)
     ]
-    for position, endpoint in enumerate(endpoints):
-        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=position)
-    task_items = TaskItem.objects.bulk_create(
-        [
-            TaskItem(
-                suite=suite,
-                external_id=f"q{n:06d}",
-                task_type=qa,
-                prompt=f"第{n}题:请解释下面这句话的含义,并举一个生活中的例子。",
-                reference="参考答案要点",
-                content_hash=f"h{n}",
-            )
-            for n in range(items)
-        ],
+    suite, task_items = bulk_suite(
+        "bench-review",
+        items,
+        [qa.pk],
+        "第{n}题:请解释下面这句话的含义,并举一个生活中的例子。",
         batch_size=5000,
+        reference="参考答案要点",
+    )
+    campaign = finished_campaign(
+        "bench-review", suite, endpoints, reviewers_per_output=K, name="Review benchmark"
     )
     phases["items"] = time.perf_counter() - start
     mark = time.perf_counter()

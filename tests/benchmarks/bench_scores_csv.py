@@ -42,11 +42,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.benchmarks.harness import (
     REPO,
+    bulk_suite,
     create_database,
     drop_database,
+    finished_campaign,
     migrate,
     postgres_available,
     setup_django,
+    unused_endpoint,
 )
 
 SMALL_SHARE = 10  # `small` gets 1/10 of the items
@@ -61,16 +64,11 @@ def build(items: int, reviewers: int) -> None:
     from django.contrib.auth.models import User
     from django.db import connection, transaction
 
-    from grading.models import ReviewSettings, Rubric
+    from grading.models import Rubric
     from inference.models import (
-        Campaign,
-        CampaignModel,
-        CampaignStatus,
         Generation,
         GenerationStatus,
         Modality,
-        ModelEndpoint,
-        Suite,
         TaskItem,
         TaskType,
         UsageSource,
@@ -83,38 +81,12 @@ def build(items: int, reviewers: int) -> None:
     )
     type_ids = [pk for (pk,) in codes]
     with transaction.atomic():
-        suite = Suite.objects.create(name="bench")
-        TaskItem.objects.bulk_create(
-            (
-                TaskItem(
-                    suite=suite,
-                    external_id=f"q{n:06d}",
-                    task_type_id=type_ids[n % len(type_ids)],
-                    prompt=f"问题 {n}:请解释这句话。",
-                    content_hash=f"h{n}",
-                )
-                for n in range(items)
-            ),
-            batch_size=10_000,
-        )
-        endpoints = [
-            ModelEndpoint.objects.create(
-                slug=slug, name=slug, model=slug, base_url="http://127.0.0.1:9/v1"
-            )
-            for slug in ("ernie-4.5-0.3b", "qwen3-0.6b")
+        suite, _ = bulk_suite("bench", items, type_ids, "问题 {n}:请解释这句话。")
+        endpoints = [unused_endpoint(slug) for slug in ("ernie-4.5-0.3b", "qwen3-0.6b")]
+        campaigns = [
+            finished_campaign(slug, suite, endpoints, matchup="ernie-vs-qwen")
+            for slug in ("big", "small")
         ]
-        campaigns = []
-        for slug in ("big", "small"):
-            campaign = Campaign.objects.create(
-                slug=slug, name=slug, matchup="ernie-vs-qwen", suite=suite,
-                status=CampaignStatus.FINISHED,
-            )  # fmt: skip
-            ReviewSettings.objects.create(campaign=campaign)
-            for position, endpoint in enumerate(endpoints):
-                CampaignModel.objects.create(
-                    campaign=campaign, endpoint=endpoint, position=position
-                )
-            campaigns.append(campaign)
     timings["items_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -14,7 +14,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inference.models import Campaign, ModelEndpoint, Suite, TaskItem
 
 REPO = Path(__file__).resolve().parents[2]
 """The repository root: the working directory of children and the home of `manage.py`."""
@@ -46,6 +49,70 @@ def setup_django(migrate: bool = False) -> None:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
+
+
+def bulk_suite(
+    name: str,
+    items: int,
+    task_type_ids: Sequence[int],
+    prompt: str,
+    *,
+    batch_size: int = 10_000,
+    **fields: Any,
+) -> tuple[Suite, list[TaskItem]]:
+    """A suite of `items` items (`q000000`, `q000001`, …) cycling over `task_type_ids`, in
+    bulk; `prompt` is formatted with the item's number `n`, `fields` go on every item."""
+    from inference.models import Suite, TaskItem
+
+    suite = Suite.objects.create(name=name)
+    made = TaskItem.objects.bulk_create(
+        (
+            TaskItem(
+                suite=suite,
+                external_id=f"q{n:06d}",
+                task_type_id=task_type_ids[n % len(task_type_ids)],
+                prompt=prompt.format(n=n),
+                content_hash=f"h{n}",
+                **fields,
+            )
+            for n in range(items)
+        ),
+        batch_size=batch_size,
+    )
+    return suite, made
+
+
+def finished_campaign(
+    slug: str,
+    suite: Suite,
+    endpoints: Sequence[ModelEndpoint],
+    *,
+    reviewers_per_output: int = 2,
+    **fields: Any,
+) -> Campaign:
+    """A finished campaign of `endpoints` (positions in this order) over `suite`, with its
+    review settings; `fields` go on the campaign (its name is the slug unless given)."""
+    from grading.models import ReviewSettings
+    from inference.models import Campaign, CampaignModel, CampaignStatus
+
+    fields.setdefault("name", slug)
+    campaign = Campaign.objects.create(
+        slug=slug, suite=suite, status=CampaignStatus.FINISHED, **fields
+    )
+    ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=reviewers_per_output)
+    for position, endpoint in enumerate(endpoints):
+        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=position)
+    return campaign
+
+
+def unused_endpoint(slug: str, **fields: Any) -> ModelEndpoint:
+    """An endpoint never called (its base URL is a closed port); name and model default to the
+    slug."""
+    from inference.models import ModelEndpoint
+
+    fields.setdefault("name", slug)
+    fields.setdefault("model", slug)
+    return ModelEndpoint.objects.create(slug=slug, base_url="http://127.0.0.1:9/v1", **fields)
 
 
 def run_child(

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.utils import timezone
 
 from grading import assignment as queue
 from grading.models import Assignment, ReviewSettings, ReviewUnit, Score
 from inference.models import Campaign, Generation, ModelEndpoint, Suite
 from tests import builders
+from tests.conftest import all_at_once
 
 
 def make_campaign(items: int = 3, k: int = 2, models: int = 2) -> Campaign:
@@ -184,25 +183,7 @@ class TestSubmit:
 def test_twenty_reviewers_at_once_never_exceed_k_holders() -> None:
     make_campaign(items=6, k=2)
     reviewers = [builders.reviewer(f"r{n}") for n in range(20)]
-    barrier = threading.Barrier(len(reviewers))
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def ask(reviewer: User) -> None:
-        try:
-            barrier.wait()
-            results.append(queue.next_assignment(reviewer))
-        except BaseException as error:  # reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=ask, args=(r,)) for r in reviewers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    results = all_at_once(queue.next_assignment, reviewers)
     given = [a for a in results if a is not None]
     assert len(given) == 12  # 6 units × 2 reviewers, every place filled, none twice
     holders = Counter(a.unit_id for a in given)
@@ -256,6 +237,16 @@ class TestResultsOpen:
     def open_results(self, campaign: Campaign) -> int:
         return queue.open_results(campaign)
 
+    def scored_then_opened(self, items: int) -> tuple[Campaign, User, Assignment]:
+        """A campaign of `items` items in which alice scored one unit 3s before results opened."""
+        campaign = make_campaign(items=items)
+        alice = builders.reviewer("alice")
+        held = queue.next_assignment(alice)
+        assert held is not None
+        queue.submit(held, full_scores(held, 3))
+        self.open_results(campaign)
+        return campaign, alice, held
+
     def test_open_campaign_offers_no_more_work(self) -> None:
         campaign = make_campaign(items=3)
         alice = builders.reviewer("alice")
@@ -277,23 +268,13 @@ class TestResultsOpen:
         assert not Score.objects.exists()
 
     def test_submitted_scores_cannot_be_edited_after_results_open(self) -> None:
-        campaign = make_campaign(items=1)
-        alice = builders.reviewer("alice")
-        held = queue.next_assignment(alice)
-        assert held is not None
-        queue.submit(held, full_scores(held, 3))
-        self.open_results(campaign)
+        _, _, held = self.scored_then_opened(items=1)
         with pytest.raises(queue.ScoreError, match="grading of this campaign has ended"):
             queue.edit(held, full_scores(held, 9))
         assert set(Score.objects.values_list("score", flat=True)) == {3}
 
     def test_hiding_results_again_never_reopens_grading(self) -> None:
-        campaign = make_campaign(items=2)
-        alice = builders.reviewer("alice")
-        held = queue.next_assignment(alice)
-        assert held is not None
-        queue.submit(held, full_scores(held, 3))
-        self.open_results(campaign)
+        campaign, alice, held = self.scored_then_opened(items=2)
         queue.hide_results(campaign)
         review = ReviewSettings.objects.get(campaign=campaign)
         assert not review.results_open and review.grading_ended

@@ -67,20 +67,18 @@ def test_reference_study_loads_six_endpoints_and_three_campaigns() -> None:
 
 def test_reference_endpoints_carry_their_dialects() -> None:
     load(STUDY)
-    r1 = ModelEndpoint.objects.get(slug="deepseek-r1-distill-qwen-1.5b")
-    assert (r1.dialect, r1.reasoning, r1.vision, r1.base_url) == (
-        "vllm",
-        "think_tags",
-        False,
-        "http://127.0.0.1:8000/v1",
-    )
-    vl = ModelEndpoint.objects.get(slug="ernie-4.5-vl-28b-a3b")
-    assert (vl.dialect, vl.reasoning, vl.vision, vl.base_url) == (
-        "fastdeploy",
-        "field",
-        True,
-        "http://127.0.0.1:8180/v1",
-    )
+    expected = {
+        "deepseek-r1-distill-qwen-1.5b": ("vllm", "think_tags", False, "http://127.0.0.1:8000/v1"),
+        "ernie-4.5-vl-28b-a3b": ("fastdeploy", "field", True, "http://127.0.0.1:8180/v1"),
+    }
+    for slug, (dialect, reasoning, vision, base_url) in expected.items():
+        endpoint = ModelEndpoint.objects.get(slug=slug)
+        assert (endpoint.dialect, endpoint.reasoning, endpoint.vision, endpoint.base_url) == (
+            dialect,
+            reasoning,
+            vision,
+            base_url,
+        ), slug
     assert ModelEndpoint.objects.get(slug="qwen2.5-vl-32b").max_pixels == 589824
 
 

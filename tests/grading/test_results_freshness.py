@@ -22,7 +22,7 @@ from django.utils import timezone
 from grading import comparison, freshness
 from grading.models import FigureBuild, ReviewSettings, Rubric, Score
 from inference.models import Campaign, Generation
-from tests.conftest import logged_in
+from tests.conftest import all_at_once, logged_in
 from tests.grading.test_results_pages import (
     build_fixed_study,
     join_rebuild_threads,
@@ -149,27 +149,13 @@ def test_ten_requests_at_once_after_a_score_start_exactly_one_rebuild(
     spy.reset()
     spy.gate = threading.Event()  # the rebuild lasts until every request has answered
     add_score(study)
-    barrier = threading.Barrier(len(clients))
-    pages: list[str] = []
-    errors: list[BaseException] = []
 
-    def ask(client: Any) -> None:
-        try:
-            barrier.wait()
-            response = client.get(results_url(study))
-            assert response.status_code == 200
-            pages.append(response.content.decode())
-        except BaseException as error:  # reported below
-            errors.append(error)
-        finally:
-            connection.close()
+    def ask(client: Any) -> str:
+        response = client.get(results_url(study))
+        assert response.status_code == 200
+        return str(response.content.decode())
 
-    threads = [threading.Thread(target=ask, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    pages = all_at_once(ask, clients)
     assert all(table_rows(page)["TC"]["a"] == "3.0" and UPDATING.search(page) for page in pages)
     spy.gate.set()
     assert table_rows(wait_until_fresh(clients[0], results_url(study)))["TC"]["a"] == "5.0"

@@ -67,22 +67,19 @@ def build_study(items: int = 3) -> Campaign:
     vqa = TaskType.objects.get(code="VQA")
     campaign = Campaign.objects.create(slug="blind", name="Blind", suite=suite, status="finished")
     ReviewSettings.objects.create(campaign=campaign, reviewers_per_output=2, show_reasoning=True)
+    # Names, dialects and addresses a reviewer must never see.
+    served = [
+        ("ernie-4.5-0.3b", "ERNIE-4.5-0.3B-Paddle", "baidu/ERNIE-4.5-0.3B-Paddle", "fastdeploy",
+         "http://127.0.0.1:8180/v1", "none"),
+        ("deepseek-r1-distill-qwen-1.5b", "DeepSeek-R1-Distill-Qwen-1.5B",
+         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "vllm", "http://127.0.0.1:8000/v1",
+         "think_tags"),
+    ]  # fmt: skip
     endpoints = [
         ModelEndpoint.objects.create(
-            slug="ernie-4.5-0.3b",
-            name="ERNIE-4.5-0.3B-Paddle",
-            model="baidu/ERNIE-4.5-0.3B-Paddle",
-            dialect="fastdeploy",
-            base_url="http://127.0.0.1:8180/v1",
-        ),
-        ModelEndpoint.objects.create(
-            slug="deepseek-r1-distill-qwen-1.5b",
-            name="DeepSeek-R1-Distill-Qwen-1.5B",
-            model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
-            dialect="vllm",
-            base_url="http://127.0.0.1:8000/v1",
-            reasoning="think_tags",
-        ),
+            slug=slug, name=name, model=model, dialect=dialect, base_url=url, reasoning=reasoning
+        )
+        for slug, name, model, dialect, url, reasoning in served
     ]
     for position, endpoint in enumerate(endpoints):
         CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=position)

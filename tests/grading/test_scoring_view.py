@@ -38,6 +38,14 @@ def study(db: None) -> Campaign:
     return build_study()
 
 
+@pytest.fixture
+def sheet(study: Campaign, alice: User) -> tuple[Client, str]:
+    """Alice signed in, and the URL of the first item she holds."""
+    client = logged_in(alice)
+    url, _ = first_assignment(client)
+    return client, url
+
+
 def post_sheet(
     client: Client, url: str, data: dict[str, str], headers: dict[str, str]
 ) -> tuple[int, str]:
@@ -54,10 +62,9 @@ def assert_answered_with_form(status: int, html: str, headers: dict[str, str]) -
 @pytest.mark.parametrize("headers", FORM_KINDS)
 @pytest.mark.parametrize("bad", NOT_SCORES)
 def test_a_score_that_is_not_ascii_0_to_10_is_refused_and_nothing_saved(
-    study: Campaign, alice: User, bad: str, headers: dict[str, str]
+    sheet: tuple[Client, str], alice: User, bad: str, headers: dict[str, str]
 ) -> None:
-    client = logged_in(alice)
-    url, _ = first_assignment(client)
+    client, url = sheet
     status, html = post_sheet(client, url, {"score-0": "5", "score-1": bad}, headers)
     assert_answered_with_form(status, html, headers)
     assert "a score is a whole number from 0 to 10" in html
@@ -69,10 +76,9 @@ def test_a_score_that_is_not_ascii_0_to_10_is_refused_and_nothing_saved(
 @pytest.mark.parametrize("headers", FORM_KINDS)
 @pytest.mark.parametrize("bad", [NOT_SCORES[5], NOT_SCORES[7], NOT_SCORES[9]])
 def test_editing_with_a_bad_score_changes_nothing(
-    study: Campaign, alice: User, bad: str, headers: dict[str, str]
+    sheet: tuple[Client, str], bad: str, headers: dict[str, str]
 ) -> None:
-    client = logged_in(alice)
-    url, _ = first_assignment(client)
+    client, url = sheet
     client.post(url, {**scores_for(2, "4"), "comment-0": "first"})
     edit = {"score-0": "9", "comment-0": "second", "score-1": bad}
     status, html = post_sheet(client, url, edit, headers)
@@ -83,10 +89,9 @@ def test_editing_with_a_bad_score_changes_nothing(
 
 @pytest.mark.parametrize("headers", FORM_KINDS)
 def test_every_ascii_score_from_0_to_10_is_accepted(
-    study: Campaign, alice: User, headers: dict[str, str]
+    sheet: tuple[Client, str], headers: dict[str, str]
 ) -> None:
-    client = logged_in(alice)
-    url, _ = first_assignment(client)
+    client, url = sheet
     client.post(url, scores_for(2, "0"), headers=headers)
     for value in range(11):
         client.post(url, {"score-0": str(value), "score-1": f" {10 - value} "}, headers=headers)
@@ -106,10 +111,9 @@ def test_the_comment_box_holds_at_most_the_limit(study: Campaign, alice: User) -
     ("char", "length"), [("长", COMMENT_MAX_CHARS + 1), ("x", 1_000_000)], ids=["just-over", "1MB"]
 )
 def test_a_comment_over_the_limit_is_refused_and_nothing_saved(
-    study: Campaign, alice: User, char: str, length: int, headers: dict[str, str]
+    sheet: tuple[Client, str], alice: User, char: str, length: int, headers: dict[str, str]
 ) -> None:
-    client = logged_in(alice)
-    url, _ = first_assignment(client)
+    client, url = sheet
     data = {**scores_for(2), "comment-0": "fine", "comment-1": char * length}
     status, html = post_sheet(client, url, data, headers)
     assert_answered_with_form(status, html, headers)
@@ -122,10 +126,9 @@ def test_a_comment_over_the_limit_is_refused_and_nothing_saved(
 
 @pytest.mark.parametrize("headers", FORM_KINDS)
 def test_editing_with_a_comment_over_the_limit_changes_no_score(
-    study: Campaign, alice: User, headers: dict[str, str]
+    sheet: tuple[Client, str], headers: dict[str, str]
 ) -> None:
-    client = logged_in(alice)
-    url, _ = first_assignment(client)
+    client, url = sheet
     client.post(url, {**scores_for(2, "4"), "comment-1": "first"})
     edit = {**scores_for(2, "9"), "comment-0": "new", "comment-1": "x" * (COMMENT_MAX_CHARS + 1)}
     status, html = post_sheet(client, url, edit, headers)
@@ -135,10 +138,9 @@ def test_editing_with_a_comment_over_the_limit_changes_no_score(
 
 
 def test_a_comment_at_the_limit_is_saved_counting_a_line_break_once(
-    study: Campaign, alice: User
+    sheet: tuple[Client, str],
 ) -> None:
-    client = logged_in(alice)
-    url, _ = first_assignment(client)
+    client, url = sheet
     # What a browser sends for a full box: textarea line breaks go over the wire as CRLF,
     # but `maxlength` counted each as one character.
     comment = ("x" * 99 + "\r\n") * 49 + "y" * 100

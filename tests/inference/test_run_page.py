@@ -9,15 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from inference import progress
-from inference.models import (
-    Campaign,
-    CampaignModel,
-    Generation,
-    ModelEndpoint,
-    Suite,
-    TaskItem,
-    TaskType,
-)
+from inference.models import Campaign, CampaignModel, Generation
+from tests import builders
 from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
@@ -26,25 +19,18 @@ HTMX = {"HX-Request": "true"}
 
 @pytest.fixture
 def campaign(db: None) -> Campaign:
-    suite = Suite.objects.create(name="s")
-    qa = TaskType.objects.get(code="QA")
-    items = [
-        TaskItem.objects.create(
-            suite=suite, external_id=f"i{n}", task_type=qa, prompt="p", content_hash="x"
-        )
-        for n in range(4)
-    ]
-    campaign = Campaign.objects.create(
-        slug="c", name="Campaign C", suite=suite, params={"temperature": 0.7}
+    """Draft campaign `c` of models alpha and beta over four QA items, every answer queued."""
+    suite = builders.suite("s", ["QA"] * 4)
+    models = [builders.endpoint(slug, name=slug.title()) for slug in ("alpha", "beta")]
+    made = builders.campaign(
+        "c", suite, models, name="Campaign C", params={"temperature": 0.7}, status="draft"
     )
-    for position, slug in enumerate(["alpha", "beta"]):
-        endpoint = ModelEndpoint.objects.create(
-            slug=slug, name=slug.title(), model=slug, base_url="http://127.0.0.1:9/v1"
-        )
-        CampaignModel.objects.create(campaign=campaign, endpoint=endpoint, position=position)
-        for item in items:
-            Generation.objects.create(campaign=campaign, item=item, endpoint=endpoint)
-    return campaign
+    for model in models:
+        for item in suite.items.order_by("pk"):
+            builders.generation(
+                made, item, model, status="queued", timings=builders.NO_TIMINGS, error=""
+            )
+    return made
 
 
 def set_states(campaign: Campaign, slug: str, *states: str, **fields: Any) -> None:
@@ -156,6 +142,19 @@ def test_campaign_list_shows_status_and_progress(admin_client: Client, campaign:
     set_states(campaign, "alpha", "succeeded", "failed")
     html = admin_client.get("/campaigns/").content.decode()
     assert "Campaign C" in html and "2 / 8" in html and "1 failed" in html
+
+
+def test_home_lists_campaigns_with_results_links_and_the_list_with_progress(
+    admin_client: Client, campaign: Campaign
+) -> None:
+    run_link = f'href="/campaigns/{campaign.public_id}/"'
+    home = admin_client.get("/").content.decode()
+    assert run_link in home and f'href="/results/{campaign.public_id}/">Results</a>' in home
+    assert "<th>Progress</th>" not in home and "0 / 8" not in home
+    listing = admin_client.get("/campaigns/").content.decode()
+    assert listing.count(run_link) == 2 and "Run page →</a>" in listing
+    assert "<th>Progress</th>" in listing and "0 / 8" in listing
+    assert f"/results/{campaign.public_id}/" not in listing
 
 
 def test_run_page_says_when_nothing_is_running(admin_client: Client, campaign: Campaign) -> None:
