@@ -13,7 +13,7 @@ from .client import EndpointConfig, ModelError, StreamResult, build_request, com
 from .images import encode_for_request
 from .leaks import find_leaks
 from .metrics import speed_metrics
-from .models import Generation, GenerationStatus, ModelEndpoint, TaskItem
+from .models import CampaignModel, Generation, GenerationStatus, ModelEndpoint, TaskItem
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,11 @@ def build_messages(
 
 
 def request_params(generation: Generation) -> dict[str, Any]:
-    member = generation.campaign.members.filter(endpoint=generation.endpoint).first()
+    member = (
+        CampaignModel.objects.select_related("campaign")
+        .filter(campaign_id=generation.campaign_id, endpoint_id=generation.endpoint_id)
+        .first()
+    )
     params = dict(member.effective_params() if member else generation.campaign.params)
     # Samples of one item differ only through the seed, when the campaign sets one.
     if params.get("seed") is not None:
