@@ -13,7 +13,14 @@ from .client import EndpointConfig, ModelError, StreamResult, build_request, com
 from .images import encode_for_request
 from .leaks import find_leaks
 from .metrics import speed_metrics
-from .models import CampaignModel, Generation, GenerationStatus, ModelEndpoint, TaskItem
+from .models import (
+    CampaignModel,
+    Generation,
+    GenerationStatus,
+    ModelEndpoint,
+    TaskItem,
+    TimingQuality,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +89,17 @@ def _outcome(result: StreamResult) -> dict[str, Any]:
         "timings": timings,
         **counts,
         **speed_metrics(result.timings, counts["completion_tokens"]),
+        **timing_quality(result.scheduling_lag_ms),
     }
+
+
+def timing_quality(lag_ms: float | None) -> dict[str, Any]:
+    """`timing_quality` and `scheduling_lag_ms` of a generation whose worker lagged `lag_ms`."""
+    if lag_ms is None:
+        return {"timing_quality": "", "scheduling_lag_ms": None}
+    degraded = lag_ms > settings.TIMING_LAG_THRESHOLD_MS
+    quality = TimingQuality.DEGRADED if degraded else TimingQuality.OK
+    return {"timing_quality": quality, "scheduling_lag_ms": lag_ms}
 
 
 def run_generation(generation_id: int) -> str:
