@@ -174,7 +174,7 @@ def in_process(
         try:
             return original_http(*args, **kwargs)
         finally:
-            local.http = time.thread_time() - start
+            local.http += time.thread_time() - start  # a task may chain several
 
     from django.db import connections
 
