@@ -57,7 +57,7 @@ MIN_ITEMS = 5
 """A figure resting on fewer items than this carries a warning."""
 
 CACHE_TIMEOUT_S = 24 * 3600
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 SPEED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
@@ -329,14 +329,16 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
             "response_time_ms",
             "completion_tokens",
             "finish_reason",
+            "timing_quality",
         )
         .iterator(chunk_size=5000)
     ):
-        pk, campaign_pk, type_pk, model, status, ttft, decode, e2e, response, tokens, finish = row
+        (pk, campaign_pk, type_pk, model, status, ttft, decode, e2e, response, tokens, finish,
+         quality) = row  # fmt: skip
         code = type_code[type_pk]
         present.add((slug_of[campaign_pk], model))
         speed_rows[code, model].append(
-            stats.SpeedRow(status, ttft, decode, e2e, response, tokens, finish)
+            stats.SpeedRow(status, ttft, decode, e2e, response, tokens, finish, quality)
         )
         if status == GenerationStatus.SUCCEEDED:
             outputs[slug_of[campaign_pk], code].append(pk)

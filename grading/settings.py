@@ -269,6 +269,10 @@ MODEL_RETRY_BASE_S = float(env_str("MODEL_RETRY_BASE_S", "2"))
 MODEL_RETRY_CAP_S = float(env_str("MODEL_RETRY_CAP_S", "60"))
 # Longest silence tolerated while waiting for the next chunk (queueing + prefill included).
 MODEL_READ_TIMEOUT_S = env_int("MODEL_READ_TIMEOUT_S", 300)
+# A generation timed while its worker process ran more than this late (the worst lateness of
+# its lag monitor during the stream) is stored as timing_quality=degraded and left out of speed
+# figures: its timestamps may be late by as much (DESIGN §5, inference/scheduling_lag.py).
+TIMING_LAG_THRESHOLD_MS = float(env_str("TIMING_LAG_THRESHOLD_MS", "10"))
 
 # Review: how long an item stays reserved for a reviewer who opened it.
 REVIEW_RESERVATION_S = env_int("REVIEW_RESERVATION_S", 1800)

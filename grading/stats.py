@@ -87,6 +87,9 @@ percentile, numpy's linear interpolation) skips missing values and says how many
 with none its figures are None. `mean_completion_tokens` averages the known token counts;
 `cut_off` is the share of succeeded generations that stopped on `finish_reason == "length"`.
 Both are None without a succeeded generation (or, for the tokens, without a known count).
+A succeeded generation timed while its worker fell behind (`timing_quality == "degraded"`,
+DESIGN §5) enters no timing figure (ttft, tokens/s, response time) and is counted in
+`degraded`; its token count and finish reason still count.
 
 `histogram` counts integer scores 0–10.
 """
@@ -569,7 +572,11 @@ class Spread:
 
 @dataclass(frozen=True)
 class Speed:
-    """A model's speed over its succeeded generations."""
+    """A model's speed over its succeeded generations.
+
+    Timing figures (ttft, tokens/s, response time) leave out the `degraded` ones, timed while
+    their worker fell behind (DESIGN §5); token counts and the cut-off share keep them.
+    """
 
     succeeded: int
     failed: int
@@ -579,6 +586,8 @@ class Speed:
     response_time_ms: Spread
     mean_completion_tokens: float | None
     cut_off: float | None
+    degraded: int = 0
+    """Succeeded generations left out of the timing figures: timed while the worker lagged."""
 
 
 @dataclass(frozen=True)
@@ -592,6 +601,7 @@ class SpeedRow:
     response_time_ms: float | None
     completion_tokens: int | None
     finish_reason: str
+    timing_quality: str = ""
 
 
 def _spread(known: FloatArray) -> Spread:
@@ -619,6 +629,8 @@ class SpeedSample:
     completion_tokens: npt.NDArray[np.int64]
     cut_off: int
     """Succeeded generations with finish_reason "length"."""
+    degraded: int = 0
+    """Succeeded generations whose timings are left out (timing_quality "degraded")."""
 
 
 def _known(values: Iterable[float | None]) -> FloatArray:
@@ -634,18 +646,20 @@ def speed_sample(rows: Iterable[SpeedRow]) -> SpeedSample:
             succeeded.append(row)
         elif row.status in ("failed", "cancelled"):
             failed += 1
+    timed = [r for r in succeeded if r.timing_quality != "degraded"]
     return SpeedSample(
         succeeded=len(succeeded),
         failed=failed,
-        ttft_ms=_known(r.ttft_ms for r in succeeded),
-        decode_tps=_known(r.decode_tps for r in succeeded),
-        e2e_tps=_known(r.e2e_tps for r in succeeded),
-        response_time_ms=_known(r.response_time_ms for r in succeeded),
+        ttft_ms=_known(r.ttft_ms for r in timed),
+        decode_tps=_known(r.decode_tps for r in timed),
+        e2e_tps=_known(r.e2e_tps for r in timed),
+        response_time_ms=_known(r.response_time_ms for r in timed),
         completion_tokens=np.fromiter(
             (r.completion_tokens for r in succeeded if r.completion_tokens is not None),
             dtype=np.int64,
         ),
         cut_off=sum(r.finish_reason == "length" for r in succeeded),
+        degraded=len(succeeded) - len(timed),
     )
 
 
@@ -671,6 +685,7 @@ def pooled_speed(samples: Sequence[SpeedSample]) -> Speed:
             sum(int(t.sum()) for t in tokens) / known_tokens if known_tokens else None
         ),
         cut_off=sum(s.cut_off for s in samples) / succeeded if succeeded else None,
+        degraded=sum(s.degraded for s in samples),
     )
 
 

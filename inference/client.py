@@ -3,8 +3,9 @@
 Uses the `openai` package against any OpenAI-compatible server, with the dialects of
 DESIGN §2: reasoning in `delta.reasoning` / `delta.reasoning_content` or inline `<think>` text,
 FastDeploy's thinking switch and its error events inside a 200 stream, several tokens (or
-several choices) per chunk, a usage-only last chunk. Every failure becomes a `ModelError` that
-says whether trying again could help.
+several choices) per chunk, a usage-only last chunk. The SDK sends the request; the streamed
+body is read as raw lines and parsed with orjson, which costs an eighth of the SDK's own chunk
+objects. Every failure becomes a `ModelError` that says whether trying again could help.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import httpx2 as httpx
 import openai
+import orjson
 
+from . import scheduling_lag
 from .metrics import ThinkTracker, Timings, estimate_tokens, split_think
 
 CONNECT_TIMEOUT_S = 10.0
@@ -80,7 +85,9 @@ class StreamResult:
     text_chunks: int = 0
     max_gap_s: float = 0.0
     simulated: bool = False
-    served_model: str = ""
+    served_model: str = ""  # the first `model` a chunk named
+    system_fingerprint: str = ""  # the first non-empty one a chunk sent
+    scheduling_lag_ms: float | None = None  # worst lag of this process while streaming
     started_at: datetime | None = None
 
     @property
@@ -213,14 +220,6 @@ def _status_error(error: openai.APIStatusError) -> ModelError:
     )
 
 
-def _field(obj: Any, name: str) -> Any:
-    value = getattr(obj, name, None)
-    if value is None:
-        extra = getattr(obj, "model_extra", None) or {}
-        value = extra.get(name)
-    return value
-
-
 def stream_chat(
     config: EndpointConfig,
     request: dict[str, Any],
@@ -230,8 +229,27 @@ def stream_chat(
     """Send one streaming request and time it; raise ModelError on any failure.
 
     t0 is taken just before the request is sent: the payload (images included) is already
-    encoded. Chunks are timestamped as they arrive, before any parsing of their content.
+    encoded. Each read from the connection is timestamped before anything in it is parsed.
+
+    The SDK sends the request and turns HTTP errors into exceptions; the body is then read
+    here, as raw server-sent-event lines parsed by orjson into plain dicts (`_SSEReader`).
+    Letting the SDK build its pydantic objects for every chunk cost eight times the CPU per
+    streamed token (`bench_overhead.py --client-only`), and a worker short of CPU reads its
+    chunks late.
     """
+    watch = scheduling_lag.watch()
+    try:
+        return _stream(config, request, heartbeat, watch)
+    finally:
+        watch.stop()
+
+
+def _stream(
+    config: EndpointConfig,
+    request: dict[str, Any],
+    heartbeat: Callable[[], None] | None,
+    watch: scheduling_lag.Watch,
+) -> StreamResult:
     client = client_for(config)
     result = StreamResult(started_at=datetime.now(UTC))
     timings: dict[str, float | None] = {}
@@ -247,15 +265,18 @@ def stream_chat(
         headers_at = time.perf_counter()
         t0 = _sent.t0 or t0  # the moment the encoded request was handed to the connection
         timings["t_headers"] = headers_at - t0
-        result.http_status = raw.http_response.status_code
-        result.simulated = raw.headers.get("x-simulator") == "gradebench"
-        stream = raw.parse()
+        response = raw.http_response
+        result.http_status = response.status_code
+        result.simulated = response.headers.get("x-simulator") == "gradebench"
         previous = timings["t_headers"] or 0.0
         try:
-            for chunk in stream:
-                now = time.perf_counter() - t0
+            for read_at, event, data in _SSEReader(response):
+                if data.startswith(b"[DONE]"):
+                    break
+                now = read_at - t0
                 result.chunks += 1
-                result.max_gap_s = max(result.max_gap_s, now - previous)
+                if now - previous > result.max_gap_s:
+                    result.max_gap_s = now - previous
                 previous = now
                 if now > deadline:
                     raise ModelError(
@@ -263,52 +284,70 @@ def stream_chat(
                     )
                 if heartbeat is not None:
                     heartbeat()
-                if getattr(chunk, "choices", None) is None:
-                    _raise_error_event(chunk)
-                if timings.get("t_first_chunk") is None and chunk.choices:
+                if event == b"error":
+                    raise _error_event(data)
+                chunk = orjson.loads(data)
+                if not isinstance(chunk, dict):
+                    raise _Malformed("a chunk is not a JSON object")
+                choices = chunk.get("choices")
+                if choices is None or chunk.get("error"):
+                    raise _error_event(chunk)
+                if not isinstance(choices, list):
+                    raise _Malformed("choices is not a list")
+                if choices and timings.get("t_first_chunk") is None:
                     timings["t_first_chunk"] = now
-                if chunk.usage is not None:
-                    result.usage = chunk.usage.model_dump()
-                if getattr(chunk, "model", None):
-                    result.served_model = chunk.model
-                if getattr(chunk, "system_fingerprint", None) == "gradebench-simulator":
-                    result.simulated = True
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    result.usage = usage
+                if not result.served_model and isinstance(chunk.get("model"), str):
+                    result.served_model = chunk["model"]
+                fingerprint = chunk.get("system_fingerprint")
+                if not result.system_fingerprint and isinstance(fingerprint, str):
+                    result.system_fingerprint = fingerprint
+                    result.simulated = result.simulated or fingerprint == "gradebench-simulator"
                 had_text = False
-                for choice in chunk.choices or []:
-                    delta = choice.delta
-                    if delta is not None:
-                        reasoning = _field(delta, "reasoning") or _field(delta, "reasoning_content")
-                        text = delta.content or ""
+                for choice in choices:
+                    if not isinstance(choice, dict):
+                        raise _Malformed("a choice is not a JSON object")
+                    delta = choice.get("delta")
+                    if isinstance(delta, dict):
+                        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+                        text = delta.get("content")
                         if reasoning:
+                            if not isinstance(reasoning, str):
+                                raise _Malformed("reasoning is not a string")
                             reasoning_parts.append(reasoning)
                             had_text = True
                         if text:
+                            if not isinstance(text, str):
+                                raise _Malformed("content is not a string")
                             content_parts.append(text)
                             had_text = True
                             if timings.get("t_first_answer") is None:
                                 answered = think.feed(text) if think else bool(text.strip())
                                 if answered:
                                     timings["t_first_answer"] = now
-                    if choice.finish_reason:
-                        result.finish_reason = choice.finish_reason
+                    finish_reason = choice.get("finish_reason")
+                    if finish_reason:
+                        result.finish_reason = str(finish_reason)
                 if had_text:
                     result.text_chunks += 1
                     last_text = now
                     if timings.get("t_first_token") is None:
                         timings["t_first_token"] = now
         finally:
-            stream.close()
+            response.close()
         timings["t_end"] = time.perf_counter() - t0
     except openai.APIStatusError as error:
         raise _status_error(error) from None
     except ModelError as error:
-        _finish(result, content_parts, reasoning_parts, timings, last_text, config)
+        _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
         error.partial = result
         raise
-    except (openai.APIError, _ErrorEvent, json.JSONDecodeError) as error:
-        _finish(result, content_parts, reasoning_parts, timings, last_text, config)
+    except (openai.APIError, _ErrorEvent, _Malformed, json.JSONDecodeError, *_READ_ERRORS) as error:
+        _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
         raise _stream_failure(_describe(error, config), result) from None
-    _finish(result, content_parts, reasoning_parts, timings, last_text, config)
+    _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
     if not result.received_text:
         raise ModelError(
             "the stream ended without any text",
@@ -319,15 +358,80 @@ def stream_chat(
     return result
 
 
+# What reading the body may raise, as the SDK's own stream catches it (`openai._streaming`).
+_READ_ERRORS = (httpx.TimeoutException, httpx.RequestError, ssl.SSLError, anyio.EndOfStream)
+
+
+class _SSEReader:
+    """The events of a server-sent-events body: (time of the read that completed the event,
+    event name, data), the data lines of an event joined by newlines as the SSE format says.
+
+    The time is `time.perf_counter()` right after the bytes came off the connection, before
+    any of them is decoded or parsed; events completed by one read share its time.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def __iter__(self) -> Iterator[tuple[float, bytes, bytes]]:
+        perf_counter = time.perf_counter
+        pending = b""
+        event = b""
+        data: list[bytes] = []
+        for block in self.response.iter_bytes():
+            read_at = perf_counter()
+            if pending:
+                block = pending + block
+            lines = block.split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line:  # end of an event
+                    if data:
+                        yield read_at, event, data[0] if len(data) == 1 else b"\n".join(data)
+                        data = []
+                    event = b""
+                elif line.startswith(b"data:"):
+                    data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip()
+                # comments (":") and the id and retry fields carry nothing we use
+        if pending.startswith(b"data:"):
+            data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
+        if data:  # a last event without its blank line
+            yield perf_counter(), event, b"\n".join(data)
+
+
 class _ErrorEvent(Exception):
-    """An error reported inside a 200 stream in FastDeploy's `{"code": …, "message": …}` shape."""
+    """An error reported inside a 200 stream: `{"error": {"message": …}}` (vLLM and one
+    FastDeploy shape), FastDeploy's `{"code": …, "message": …}`, or an `event: error`."""
 
 
-def _raise_error_event(chunk: Any) -> None:
-    extra = getattr(chunk, "model_extra", None) or {}
-    message = extra.get("message") or extra.get("detail") or json.dumps(extra, ensure_ascii=False)
-    code = extra.get("code")
-    raise _ErrorEvent(f"{message} (code {code})" if code else str(message))
+class _Malformed(Exception):
+    """Valid JSON that is not a chat completion chunk."""
+
+
+def _error_event(payload: dict[str, Any] | bytes) -> _ErrorEvent:
+    """The error a chunk without choices, or the data of an `event: error`, reports."""
+    if isinstance(payload, bytes):
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return _ErrorEvent(payload.decode("utf-8", "replace").strip())
+        if not isinstance(parsed, dict):
+            return _ErrorEvent(str(parsed))
+        payload = parsed
+    error = payload.get("error")
+    if error:
+        inner = error.get("message") if isinstance(error, dict) else error
+        if isinstance(inner, str) and inner:
+            return _ErrorEvent(inner)
+        return _ErrorEvent("An error occurred during streaming")
+    message = payload.get("message") or payload.get("detail")
+    message = message or json.dumps(payload, ensure_ascii=False)
+    code = payload.get("code")
+    return _ErrorEvent(f"{message} (code {code})" if code else str(message))
 
 
 def _describe(error: Exception, config: EndpointConfig) -> str:
@@ -338,6 +442,12 @@ def _describe(error: Exception, config: EndpointConfig) -> str:
         return f"connection failed: {type(cause).__name__}: {cause}"
     if isinstance(error, json.JSONDecodeError):
         return f"malformed chunk in the stream: {error.msg}"
+    if isinstance(error, _Malformed):
+        return f"malformed chunk in the stream: {error}"
+    if isinstance(error, httpx.TimeoutException):
+        return f"timed out (no data for {config.read_timeout_s:.0f} s)"
+    if isinstance(error, _READ_ERRORS):
+        return f"connection failed: {type(error).__name__}: {error}"
     if isinstance(error, openai.APIError):
         return f"error event in the stream: {error.message}"
     return f"error event in the stream: {error}"
@@ -362,7 +472,9 @@ def _finish(
     timings: dict[str, float | None],
     last_text: float | None,
     config: EndpointConfig,
+    watch: scheduling_lag.Watch,
 ) -> None:
+    result.scheduling_lag_ms = watch.stop()
     content = "".join(content_parts)
     reasoning = "".join(reasoning_parts)
     first_answer = timings.get("t_first_answer")

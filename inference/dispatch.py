@@ -229,7 +229,8 @@ def finish(
             successor = _take_next(generation.endpoint_id)
     _close_campaign_if_done(generation.campaign_id)
     if successor is not None:
-        successor.refresh_from_db()
+        # Whole: the claim loaded only its pk, and each deferred field read later was a query.
+        successor = Generation.objects.get(pk=successor.pk)
     return successor
 
 

@@ -13,7 +13,14 @@ from .client import EndpointConfig, ModelError, StreamResult, build_request, com
 from .images import encode_for_request
 from .leaks import find_leaks
 from .metrics import speed_metrics
-from .models import Generation, GenerationStatus, ModelEndpoint, TaskItem
+from .models import (
+    CampaignModel,
+    Generation,
+    GenerationStatus,
+    ModelEndpoint,
+    TaskItem,
+    TimingQuality,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +61,11 @@ def build_messages(
 
 
 def request_params(generation: Generation) -> dict[str, Any]:
-    member = generation.campaign.members.filter(endpoint=generation.endpoint).first()
+    member = (
+        CampaignModel.objects.select_related("campaign")
+        .filter(campaign_id=generation.campaign_id, endpoint_id=generation.endpoint_id)
+        .first()
+    )
     params = dict(member.effective_params() if member else generation.campaign.params)
     # Samples of one item differ only through the seed, when the campaign sets one.
     if params.get("seed") is not None:
@@ -78,6 +89,7 @@ def _outcome(result: StreamResult) -> dict[str, Any]:
         "timings": timings,
         **counts,
         **speed_metrics(result.timings, counts["completion_tokens"]),
+        **timing_quality(result.scheduling_lag_ms),
     }
 
 
@@ -87,6 +99,15 @@ def _record(generation: Generation, config: EndpointConfig, result: Any) -> dict
         generation.campaign_id, generation.endpoint_id, config.base_url, config.api_key
     )
     return record.generation_record(result, version)
+
+
+def timing_quality(lag_ms: float | None) -> dict[str, Any]:
+    """`timing_quality` and `scheduling_lag_ms` of a generation whose worker lagged `lag_ms`."""
+    if lag_ms is None:
+        return {"timing_quality": "", "scheduling_lag_ms": None}
+    degraded = lag_ms > settings.TIMING_LAG_THRESHOLD_MS
+    quality = TimingQuality.DEGRADED if degraded else TimingQuality.OK
+    return {"timing_quality": quality, "scheduling_lag_ms": lag_ms}
 
 
 def run_generation(generation_id: int) -> str:

@@ -39,6 +39,8 @@ COLUMNS = {
     "usage_source": "usage_source",
     "simulated": "simulated",
     "error": "error",
+    "timing_quality": "timing_quality",
+    "scheduling_lag_ms": "scheduling_lag_ms",
 }
 TEXT_COLUMNS = {"content": "content", "reasoning": "reasoning"}
 ORDER = (

@@ -1,6 +1,7 @@
 """How far a campaign's run has got, as its run page shows it: each model's generations by
-status, how many finished in the last minute (the rate, from which the ETA follows), the latest
-errors, and whether work waits with nothing running (most likely no worker is up)."""
+status, how many finished in the last minute (the rate, from which the ETA follows), how many
+were timed while their worker fell behind (timing degraded, DESIGN §5), the latest errors, and
+whether work waits with nothing running (most likely no worker is up)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from .models import FINISHED_STATUSES, Campaign, Generation, GenerationStatus, ModelEndpoint
+from .models import (
+    FINISHED_STATUSES,
+    Campaign,
+    Generation,
+    GenerationStatus,
+    ModelEndpoint,
+    TimingQuality,
+)
 
 RATE_WINDOW_S = 60
 """The rate is the number of generations finished in this many seconds: per minute."""
@@ -33,6 +42,8 @@ class ModelProgress:
     rate_per_min: int
     eta_min: float | None
     remaining: int
+    degraded: int = 0
+    """Succeeded generations timed while their worker fell behind: left out of speed figures."""
 
 
 class RunProgress(TypedDict):
@@ -48,6 +59,9 @@ class RunProgress(TypedDict):
     stalled: bool
     """Work waits but nothing runs or finished in the last minute."""
     simulated: bool
+    degraded: int
+    """Succeeded generations of every model whose timings are degraded."""
+    lag_threshold_ms: float
     fairness: list[ModelProgress]
     """The models with sampling settings of their own."""
 
@@ -76,6 +90,8 @@ def run_progress(campaign: Campaign) -> RunProgress:
         # Work waits but nothing runs or finishes: most likely no worker is up.
         "stalled": active and not any(m.counts["running"] or m.rate_per_min for m in models),
         "simulated": campaign.generations.filter(simulated=True).exists(),
+        "degraded": sum(model.degraded for model in models),
+        "lag_threshold_ms": settings.TIMING_LAG_THRESHOLD_MS,
         "fairness": [model for model in models if model.override],
     }
 
@@ -88,6 +104,10 @@ def _counts_by_endpoint(campaign: Campaign, *, since: datetime) -> dict[int, dic
         .annotate(
             **{state: Count("pk", filter=Q(status=state)) for state in GenerationStatus.values},
             last_minute=Count("pk", filter=Q(finished_at__gte=since)),
+            degraded=Count(
+                "pk",
+                filter=Q(status=GenerationStatus.SUCCEEDED, timing_quality=TimingQuality.DEGRADED),
+            ),
             total=Count("pk"),
         )
         .order_by()
@@ -114,4 +134,5 @@ def _model_progress(
         rate_per_min=rate,
         eta_min=(remaining / rate) if rate and remaining else None,
         remaining=remaining,
+        degraded=row.get("degraded", 0),
     )

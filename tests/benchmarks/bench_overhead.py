@@ -25,12 +25,20 @@ figure: a new connection per task costs more there than in the worker.
 Database and broker as in bench_dispatch.py: a throwaway PostgreSQL database (else SQLite) and
 Redis db 13 with a private queue (else the embedded broker).
 
+* client only (`--client-only`, no database or broker): `complete_with_retries` called from a
+  thread pool, as the worker calls it, with this process's CPU time (`time.process_time()`, all
+  threads) around each batch. This is the streaming cost alone; `--compare-client PATH` measures
+  another version of `inference/client.py` (e.g. `git show main:inference/client.py > /tmp/c.py`)
+  the same way, alternating with this one, for a before/after in one run.
+
     python tests/benchmarks/bench_overhead.py [--generations 300] [--concurrency 16]
+    python tests/benchmarks/bench_overhead.py --client-only [--compare-client /tmp/c.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import statistics
@@ -166,7 +174,7 @@ def in_process(
         try:
             return original_http(*args, **kwargs)
         finally:
-            local.http = time.thread_time() - start
+            local.http += time.thread_time() - start  # a task may chain several
 
     from django.db import connections
 
@@ -228,6 +236,91 @@ def in_process(
     return Measure("in-process", tokens, ok, tokens_streamed, sum(cpu_task), wall, extra)
 
 
+CLIENT_TPS = 4000  # fast, so that the client's CPU, not waiting for tokens, sets the pace
+
+
+def load_client(path: str | None) -> Any:
+    """`inference.client`, or the version of that module in the file at `path`."""
+    if path is None:
+        from inference import client
+
+        return client
+    spec = importlib.util.spec_from_file_location("inference._client_compared", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "inference"  # its relative imports (.metrics) resolve as usual
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def client_batch(
+    client: Any, label: str, urls: tuple[str, str], generations: int, concurrency: int, tokens: int
+) -> Measure:
+    """`complete_with_retries` for `generations` answers of `tokens` tokens, one per chunk."""
+    from tests.benchmarks.bench_dispatch import ERNIE, QWEN
+
+    configs = [
+        client.EndpointConfig(urls[0], "", ERNIE, "fastdeploy", "none", 120.0, 120.0),
+        client.EndpointConfig(urls[1], "", QWEN, "vllm", "none", 120.0, 120.0),
+    ]
+    directive = f"[[sim: ttft_ms=5, tps={CLIENT_TPS}, tokens={tokens}, chunk=1]]"
+
+    def one(n: int) -> int:
+        config = configs[n % 2]
+        request = client.build_request(
+            config,
+            [{"role": "user", "content": f"question {n}: why is the sky blue? {directive}"}],
+            {"max_tokens": tokens + 100, "temperature": 0.7},
+        )
+        result, _ = client.complete_with_retries(
+            config, request, max_attempts=1, backoff_base_s=0.1, backoff_cap_s=1.0
+        )
+        return int(result.token_counts()["completion_tokens"])
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(2 * concurrency)))  # connections, clients, caches warm
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        streamed_tokens = sum(pool.map(one, range(generations)))
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return Measure(label, tokens, generations, streamed_tokens, cpu, wall, {})
+
+
+def client_only(generations: int, concurrency: int, compare: str | None) -> None:
+    clients = [("this client", load_client(None))]
+    if compare:
+        clients.append((f"client at {compare}", load_client(compare)))
+    print(
+        f"client only: complete_with_retries from {concurrency} threads, {generations} "
+        f"generations per answer length ({SHORT} and {LONG} tokens, one token per chunk, "
+        f"{CLIENT_TPS} tok/s), both simulated dialects; CPU of this process (all threads)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    results: dict[str, list[Measure]] = {label: [] for label, _ in clients}
+    with simulator_process(env) as (_, fastdeploy_url, vllm_url):
+        for tokens in (SHORT, LONG):
+            for label, module in clients:  # alternating, so both see the same machine
+                results[label].append(
+                    client_batch(
+                        module,
+                        label,
+                        (fastdeploy_url, vllm_url),
+                        generations,
+                        concurrency,
+                        tokens,
+                    )
+                )
+    for label, (short, long) in results.items():
+        print(f"\n-- {label}")
+        show(short)
+        show(long)
+        fixed, per_thousand = fit(short, long)
+        print(
+            f"    fit: {fixed:.2f} ms per generation + {per_thousand:.1f} ms per 1,000 "
+            "streamed tokens"
+        )
+
+
 def fit(short: Measure, long: Measure) -> tuple[float, float]:
     """(fixed ms per generation, ms per 1,000 tokens) through the two points."""
     a_tokens = short.streamed_tokens / short.generations
@@ -246,6 +339,8 @@ def show(measure: Measure) -> None:
     )
     print(line)
     extra = measure.extra
+    if measure.label not in ("worker", "in-process"):
+        return
     if measure.label == "worker":
         print(
             f"        (worker CPU {extra['raw_cpu_s']:.2f} s minus idle "
@@ -280,7 +375,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="streams at once")
     parser.add_argument("--database", choices=["auto", "postgres", "sqlite"], default="auto")
     parser.add_argument("--broker", choices=["auto", "redis", "embedded"], default="auto")
+    parser.add_argument("--client-only", action="store_true", help="streaming cost alone")
+    parser.add_argument("--compare-client", help="another inference/client.py to measure too")
     args = parser.parse_args()
+    if args.client_only:
+        client_only(args.generations, args.concurrency, args.compare_client)
+        return
     with (
         tempfile.TemporaryDirectory(prefix="gradebench-bench-") as tmp,
         throwaway_environment(Path(tmp), args.database, args.broker, "overhead") as environment,

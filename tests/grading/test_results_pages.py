@@ -192,8 +192,40 @@ def test_speed_ignores_failures_and_reports_cut_off_answers(fixed: Campaign, adm
     cells = [
         re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
     ]
-    assert cells[-2] == "25%"  # 2 of 8 answers were cut off by length
-    assert cells[-1] == "1"  # one failed generation, counted apart
+    assert cells[-3] == "25%"  # 2 of 8 answers were cut off by length
+    assert cells[-2] == "1"  # one failed generation, counted apart
+    assert cells[-1] == "0"  # no timing degraded
+
+
+def model_cells(html: str, model: str) -> list[str]:
+    row = re.search(rf'<tr data-model="{model}">(.*?)</tr>', html, re.S)
+    assert row
+    return [
+        re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
+    ]
+
+
+def test_degraded_timings_stay_out_of_speed_figures_and_are_counted(
+    fixed: Campaign, admin: User
+) -> None:
+    before = model_cells(logged_in(admin).get(results_url(fixed)).content.decode(), "alpha-m")
+    Generation.objects.create(
+        campaign=fixed, item=TaskItem.objects.get(external_id="QA-1"),
+        endpoint=ModelEndpoint.objects.get(slug="alpha-m"), sample=2, status="succeeded",
+        ttft_ms=99999.0, decode_tps=1.0, e2e_tps=1.0, response_time_ms=99999.0,
+        completion_tokens=100, finish_reason="stop", timing_quality="degraded",
+        scheduling_lag_ms=250.0,
+    )  # fmt: skip
+    cache.clear()
+    html = logged_in(admin).get(results_url(fixed)).content.decode()
+    after = model_cells(html, "alpha-m")
+    # TTFT, decode and e2e tokens/s, response time: as without the degraded generation.
+    assert after[4:8] == before[4:8]
+    ttft = {t["name"]: t["y"] for t in figure(html, "ttft")["data"]}
+    assert max(ttft["p90"]) < 200
+    assert after[-1] == "1"  # counted apart, beside the failed one
+    assert after[-2] == "1"
+    assert "timed while the worker fell behind" in html
 
 
 def test_chart_numbers_download_as_csv(fixed: Campaign, admin: User) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,6 +21,7 @@ from inference.client import (
     complete_with_retries,
     stream_chat,
 )
+from inference.metrics import speed_metrics
 from inference.simulator import SimulatorThread
 
 ERNIE = "baidu/ERNIE-4.5-0.3B-Paddle"
@@ -228,3 +233,184 @@ def test_identity_leaks_are_detected_when_generated(simulator: SimulatorThread) 
     assert _outcome(result)["identity_leaks"]
     clean, _ = run(endpoint(simulator, ERNIE), "你是谁 [[sim: tps=3000]]")
     assert _outcome(clean)["identity_leaks"] == []
+
+
+# --- Shapes the simulator does not send: a scripted server ---------------------------------
+
+
+class ScriptedServer:
+    """An HTTP server that answers every chat request with the next scripted SSE body: a list
+    of (seconds to wait first, bytes to write), written as they are, flushed one by one."""
+
+    def __init__(self) -> None:
+        self.scripts: list[list[tuple[float, bytes]]] = []
+        scripts = self.scripts
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                script = scripts.pop(0)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for wait, data in script:
+                        time.sleep(wait)
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                except OSError:  # the client gave up (a read timeout): nothing left to do
+                    pass
+                self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def config(self, read_timeout_s: float = 10) -> EndpointConfig:
+        url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        return EndpointConfig(url, "", "scripted", "vllm", "none", 30, read_timeout_s)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+def chunk(content: str | None = None, **fields: Any) -> bytes:
+    delta = {} if content is None else {"content": content}
+    body = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "served/name",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        **fields,
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+USAGE_END = (
+    b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"served/name",'
+    b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}\n\n'
+)
+
+
+def once(server: ScriptedServer, script: list[tuple[float, bytes]], **kwargs: Any):  # type: ignore[no-untyped-def]
+    server.scripts.append(script)
+    config = server.config(**kwargs)
+    return stream_chat(config, ask(config, "hi"))
+
+
+def test_served_model_and_first_fingerprint_are_kept(simulator: SimulatorThread) -> None:
+    result, _ = run(endpoint(simulator, ERNIE), "hi [[sim: tps=2000]]")
+    assert result.served_model == ERNIE
+    assert result.system_fingerprint == "gradebench-simulator"
+    assert result.scheduling_lag_ms is not None and result.scheduling_lag_ms >= 0
+
+
+def test_clock_skewed_created_and_textless_chunks_do_not_touch_timings(
+    scripted: ScriptedServer,
+) -> None:
+    skewed = int(time.time()) + 86_400 * 365  # a server clock a year ahead
+    result = once(
+        scripted,
+        [
+            (0.0, chunk("", created=skewed, system_fingerprint="")),  # role-like, no text
+            (0.05, chunk(None, created=-5, system_fingerprint="fp-1")),  # an empty delta
+            (0.05, chunk("Hello", created=skewed)),
+            (0.02, chunk("", created=skewed, system_fingerprint="fp-2")),  # text-free again
+            (0.02, chunk(" world", created=skewed)),
+            (0.0, USAGE_END + b"data: [DONE]\n\n"),
+        ],
+    )
+    assert result.content == "Hello world" and result.text_chunks == 2 and result.chunks == 6
+    assert result.system_fingerprint == "fp-1" and result.served_model == "served/name"
+    t = result.timings
+    assert t.t_first_chunk is not None and t.t_first_token is not None
+    assert t.t_last_token is not None and t.t_end is not None
+    # The first text came after two text-free chunks; the clock in `created` plays no part.
+    assert 0.09 <= t.t_first_token < 1.0 and t.t_first_chunk < t.t_first_token
+    assert 0.02 <= t.t_last_token - t.t_first_token < 1.0
+    metrics = speed_metrics(t, result.token_counts()["completion_tokens"])
+    assert all(value is not None and value > 0 for value in metrics.values())
+
+
+def test_sse_lines_split_across_reads_with_crlf_comments_and_multiline_data(
+    scripted: ScriptedServer,
+) -> None:
+    whole = chunk("Hi").replace(b"\n", b"\r\n")
+    result = once(
+        scripted,
+        [
+            (0.0, b": keep-alive comment\r\n\r\nevent: message\r\nid: 1\r\n"),
+            (0.02, whole[:20]),  # one event written in two pieces
+            (0.02, whole[20:]),
+            (0.0, b'data: {"id":"x","object":"chat.completion.chunk","created":1,\n'),
+            (0.0, b'data: "choices":[{"index":0,"delta":{"content":"!"}}]}\n\n'),
+            (0.0, USAGE_END + b"data: [DONE]\n\n"),
+        ],
+    )
+    assert result.content == "Hi!" and result.text_chunks == 2
+
+
+def test_error_event_line_fails_with_its_message(scripted: ScriptedServer) -> None:
+    with pytest.raises(ModelError) as caught:
+        once(
+            scripted,
+            [
+                (0.0, chunk("partial")),
+                (0.0, b'event: error\ndata: {"message": "engine died", "code": 503}\n\n'),
+            ],
+        )
+    error = caught.value
+    assert "error event in the stream: engine died (code 503)" in error.message
+    assert "after the answer had started" in error.message and not error.retryable
+    assert error.partial is not None and error.partial.content == "partial"
+
+
+def test_a_chunk_that_is_not_an_object_is_malformed(scripted: ScriptedServer) -> None:
+    with pytest.raises(ModelError) as caught:
+        once(scripted, [(0.0, b"data: [1, 2]\n\n")])
+    assert "malformed chunk in the stream" in caught.value.message and caught.value.retryable
+
+
+def test_a_stream_of_textless_chunks_fails_without_timings(scripted: ScriptedServer) -> None:
+    with pytest.raises(ModelError) as caught:
+        once(scripted, [(0.0, chunk("")), (0.0, chunk(None)), (0.0, b"data: [DONE]\n\n")])
+    assert "without any text" in caught.value.message and caught.value.retryable
+    partial = caught.value.partial
+    assert partial is not None and partial.chunks == 2
+    assert partial.timings.t_first_token is None and partial.timings.t_last_token is None
+    metrics = speed_metrics(partial.timings, partial.token_counts()["completion_tokens"])
+    assert set(metrics.values()) == {None}
+
+
+def test_a_stream_that_stalls_midway_keeps_what_it_timed(scripted: ScriptedServer) -> None:
+    with pytest.raises(ModelError) as caught:
+        once(
+            scripted,
+            [(0.0, chunk("one")), (0.05, chunk(" two")), (3.0, chunk(" late"))],
+            read_timeout_s=0.5,
+        )
+    error = caught.value
+    assert "timed out" in error.message and "after the answer had started" in error.message
+    assert not error.retryable
+    partial = error.partial
+    assert partial is not None and partial.content == "one two"
+    t = partial.timings
+    assert t.t_first_token is not None and t.t_last_token is not None
+    assert 0.04 <= t.t_last_token - t.t_first_token < 0.5
+    assert t.t_end is None  # the stream never ended

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 HEADER = (
     "campaign,matchup,task_type,item_id,model,sample,status,attempts,finish_reason,ttft_ms,"
     "ttfa_ms,response_time_ms,prompt_tokens,completion_tokens,total_tokens,reasoning_tokens,"
-    "decode_tps,e2e_tps,tpot_ms,usage_source,simulated,error"
+    "decode_tps,e2e_tps,tpot_ms,usage_source,simulated,error,timing_quality,scheduling_lag_ms"
 )
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1:A2)", "\t=1+1", "\r=1+1"]
 
@@ -76,6 +76,8 @@ def test_each_generation_is_one_row_with_its_values(study: dict[str, Any]) -> No
         tpot_ms=20.7801,
         usage_source="server",
         simulated=True,
+        timing_quality="degraded",
+        scheduling_lag_ms=23.5,
         content="猫之于老鼠,犹如狗之于骨头",
         reasoning="想一想",
     )
@@ -107,6 +109,8 @@ def test_each_generation_is_one_row_with_its_values(study: dict[str, Any]) -> No
         "usage_source": "server",
         "simulated": "true",
         "error": "",
+        "timing_quality": "degraded",
+        "scheduling_lag_ms": "23.5",
         "content": "猫之于老鼠,犹如狗之于骨头",
         "reasoning": "想一想",
     }
@@ -126,7 +130,8 @@ def test_missing_timings_and_counts_are_empty_cells_never_zero(study: dict[str, 
     [row] = export_rows()
 
     columns = HEADER.split(",")
-    for column in columns[columns.index("finish_reason") : columns.index("simulated")]:
+    local = columns[columns.index("finish_reason") : columns.index("simulated")]
+    for column in (*local, "timing_quality", "scheduling_lag_ms"):
         assert row[column] == "", column
     assert (row["status"], row["attempts"], row["error"]) == ("failed", "3", "HTTP 500")
 

@@ -180,3 +180,18 @@ def test_progress_gives_each_model_its_shares_rate_and_eta(campaign: Campaign) -
     assert shown["fairness"] == [beta]
     assert [g.error for g in shown["errors"]] == ["HTTP 500"]
     assert shown["active"] and shown["launched"] and not shown["stalled"]
+
+
+def test_run_page_counts_generations_with_degraded_timings(
+    admin_client: Client, campaign: Campaign
+) -> None:
+    set_states(campaign, "alpha", "succeeded", "succeeded", timing_quality="ok")
+    html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
+    assert "timed while" not in html
+    set_states(campaign, "beta", "succeeded", "succeeded", timing_quality="degraded")
+    set_states(campaign, "beta", "succeeded", timing_quality="ok")  # the first one only
+
+    context = progress.run_progress(campaign)
+    assert [model.degraded for model in context["models"]] == [0, 1]
+    html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
+    assert "1 generation was timed while its worker fell behind by more than 10 ms" in html
