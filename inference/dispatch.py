@@ -9,9 +9,10 @@ leases run out, `recover_expired` queues those generations again, and the claim 
 a late answer from a presumed-dead worker is never stored twice.
 
 A worker that is asked to stop (Celery's warm shutdown: SIGTERM, or the first Ctrl-C) sets
-`stopping`: it claims nothing more, and hands every generation it runs back to the queue at once,
-as if never started, instead of waiting for answers that may take minutes. Their streams are
-abandoned at their next chunk; the next worker to start takes them up again.
+`stopping`: it claims and enqueues nothing more, and hands every generation it runs back to the
+queue at once, as if never started, instead of waiting for answers that may take minutes. Their
+streams are abandoned at their next chunk; the next worker to start (or another worker's sweep)
+takes them up again.
 """
 
 from __future__ import annotations
@@ -126,7 +127,13 @@ def _live_running(endpoint_id: int, now: object) -> int:
 
 
 def pump(endpoint_ids: Iterable[int]) -> int:
-    """Enqueue queued generations into each endpoint's free slots; returns how many."""
+    """Enqueue queued generations into each endpoint's free slots; returns how many.
+
+    A stopping worker enqueues nothing: what it hands back is left to the next sweep (its own
+    tasks finishing all at once would otherwise fill the queue for a worker that is not there).
+    """
+    if stopping.is_set():
+        return 0
     total = 0
     for endpoint_id in set(endpoint_ids):
         now = timezone.now()

@@ -127,3 +127,11 @@ def test_a_handed_back_generation_is_enqueued_by_the_next_sweep(settings: Any) -
     assert dispatch.pump([running.endpoint_id]) == 1
     generation.refresh_from_db()
     assert generation.status == GenerationStatus.QUEUED and generation.enqueued_at is not None
+
+
+def test_a_stopping_worker_enqueues_nothing(settings: Any) -> None:
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"stopping-{id(settings)}"  # no worker reads it
+    _, (generation,) = queued(1)
+    dispatch.begin_stopping()
+    assert dispatch.pump([generation.endpoint_id]) == 0
+    assert_requeued(generation)
