@@ -7,6 +7,12 @@ endpoint has free slots are ever enqueued, so a slow or saturated server never f
 in front of the others. A worker renews the leases of what it is running; when a worker dies its
 leases run out, `recover_expired` queues those generations again, and the claim token makes sure
 a late answer from a presumed-dead worker is never stored twice.
+
+A worker that is asked to stop (Celery's warm shutdown: SIGTERM, or the first Ctrl-C) sets
+`stopping`: it claims and enqueues nothing more, and hands every generation it runs back to the
+queue at once, as if never started, instead of waiting for answers that may take minutes. Their
+streams are abandoned at their next chunk; the next worker to start (or another worker's sweep)
+takes them up again.
 """
 
 from __future__ import annotations
@@ -121,7 +127,13 @@ def _live_running(endpoint_id: int, now: object) -> int:
 
 
 def pump(endpoint_ids: Iterable[int]) -> int:
-    """Enqueue queued generations into each endpoint's free slots; returns how many."""
+    """Enqueue queued generations into each endpoint's free slots; returns how many.
+
+    A stopping worker enqueues nothing: what it hands back is left to the next sweep (its own
+    tasks finishing all at once would otherwise fill the queue for a worker that is not there).
+    """
+    if stopping.is_set():
+        return 0
     total = 0
     for endpoint_id in set(endpoint_ids):
         now = timezone.now()
@@ -168,6 +180,12 @@ def _enqueue(ids: list[int]) -> None:
 
 def claim(generation_id: int) -> Generation | None:
     """Take a queued generation if its endpoint has a free slot; None if not ours to run."""
+    if stopping.is_set():
+        # Leave it to the next worker; clearing enqueued_at makes its first sweep enqueue it.
+        Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+            enqueued_at=None
+        )
+        return None
     now = timezone.now()
     with transaction.atomic():
         generation = (
@@ -212,7 +230,7 @@ def finish(
     With `hand_over`, the same transaction claims the endpoint's next queued generation for
     this worker and returns it: the slot passes straight from one request to the next, so the
     count of running generations never dips and nobody else needs to lock the endpoint to fill
-    it. Returns None when there is nothing to hand over.
+    it. Returns None when there is nothing to hand over, or when this worker is stopping.
     """
     fields.setdefault("finished_at", timezone.now())
     successor: Generation | None = None
@@ -225,7 +243,7 @@ def finish(
                 "result discarded: generation no longer held by this worker",
                 extra={"generation": generation.public_id},
             )
-        elif hand_over:
+        elif hand_over and not stopping.is_set():
             successor = _take_next(generation.endpoint_id)
     _close_campaign_if_done(generation.campaign_id)
     if successor is not None:
@@ -255,18 +273,24 @@ def _close_campaign_if_done(campaign_id: int) -> None:
         )
 
 
+# What a running generation goes back to when its worker is gone or hands it back: queued as
+# if never started (attempts are counted only when an answer or a failure is stored), with no
+# claim and no lease, waiting to be enqueued by the next pump.
+_REQUEUED: dict[str, object] = {
+    "status": GenerationStatus.QUEUED,
+    "claim_token": "",
+    "lease_expires_at": None,
+    "enqueued_at": None,
+    "worker": "",
+}
+
+
 def recover_expired() -> int:
     """Queue again the generations whose worker stopped renewing its lease."""
     now = timezone.now()
     count = Generation.objects.filter(
         status=GenerationStatus.RUNNING, lease_expires_at__lt=now
-    ).update(
-        status=GenerationStatus.QUEUED,
-        claim_token="",
-        lease_expires_at=None,
-        enqueued_at=None,
-        worker="",
-    )
+    ).update(**_REQUEUED)
     if count:
         logger.warning("requeued generations whose worker stopped", extra={"count": count})
     return count
@@ -283,11 +307,36 @@ def sweep() -> int:
     return pump(row["endpoint_id"] for row in endpoints)
 
 
+def hand_back(generation_id: int, claim_token: str) -> bool:
+    """Queue again a generation this worker runs (same claim token), as if never started.
+
+    Nothing of its answer so far is kept: only a finished answer or a failure is ever stored.
+    False when it was not held with this token any more (finished, cancelled, taken over).
+    """
+    moved = Generation.objects.filter(
+        pk=generation_id, claim_token=claim_token, status=GenerationStatus.RUNNING
+    ).update(**_REQUEUED)
+    return moved == 1
+
+
 # --- Leases ----------------------------------------------------------------------------------
 
 
 class Cancelled(Exception):
-    """The generation was cancelled (or taken over) while it ran."""
+    """The generation was cancelled, taken over, or handed back while it ran."""
+
+
+stopping = threading.Event()
+"""Set once this worker process begins to shut down (see `begin_stopping`)."""
+
+
+def begin_stopping() -> None:
+    """Stop this process's work without losing any: claim nothing more, hand back what runs.
+
+    Safe to call from a signal handler (it only sets an event): the lease keeper's thread wakes
+    up, hands every generation held here back to the queue and tells their streams to stop.
+    """
+    stopping.set()
 
 
 class LeaseKeeper:
@@ -299,12 +348,18 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     def hold(self, generation: Generation) -> threading.Event:
+        """Keep the generation's lease; the event returned is set when it is no longer ours to
+        run (cancelled, taken over, or handed back because this worker is stopping)."""
         lost = threading.Event()
         with self._lock:
             self._held[generation.pk] = (generation.claim_token, lost)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
                 self._thread.start()
+        if stopping.is_set():
+            # Claimed just as the worker began to stop: hand it back without sending it.
+            hand_back(generation.pk, generation.claim_token)
+            lost.set()
         return lost
 
     def release(self, generation: Generation) -> None:
@@ -312,14 +367,33 @@ class LeaseKeeper:
             self._held.pop(generation.pk, None)
 
     def _run(self) -> None:
-        while True:
-            time.sleep(max(0.2, settings.GENERATION_LEASE_S / 3))
+        while not stopping.wait(max(0.2, settings.GENERATION_LEASE_S / 3)):
             try:
                 self.renew()
             except Exception:
                 logger.exception("lease renewal failed")
             finally:
                 connection.close()
+        try:
+            self.hand_back_all()
+        except Exception:
+            logger.exception("handing generations back failed; their leases will run out")
+        finally:
+            connection.close()
+
+    def hand_back_all(self) -> int:
+        """Queue again every generation held here and tell their streams to stop."""
+        with self._lock:
+            held = dict(self._held)
+        count = 0
+        for pk, (token, lost) in held.items():
+            count += hand_back(pk, token)
+            lost.set()
+        if count:
+            logger.warning(
+                "worker stopping: handed generations back to the queue", extra={"count": count}
+            )
+        return count
 
     def renew(self) -> None:
         with self._lock:

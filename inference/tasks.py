@@ -6,7 +6,7 @@ import gc
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 
 from . import dispatch, generate
 
@@ -31,3 +31,12 @@ def _start_sweeper(**_: Any) -> None:
     # What is loaded by now lives as long as the process: keep it out of the garbage
     # collector's full passes, whose pauses would stall every stream in flight.
     gc.freeze()
+
+
+@worker_shutting_down.connect
+def _hand_back_on_shutdown(**_: Any) -> None:
+    # Sent from the worker's signal handler when a warm (or cold) shutdown begins. A warm
+    # shutdown waits for the tasks that are running: make them end now, their generations
+    # handed back to the queue, rather than after answers that can take minutes. (In the
+    # default threads pool, and the solo pool, the tasks run in this process.)
+    dispatch.begin_stopping()

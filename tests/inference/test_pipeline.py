@@ -383,3 +383,48 @@ def test_redis_restarted_mid_run_still_completes_every_generation_once(
             runner.kill()
         redis.terminate()
         redis.wait()
+
+
+def test_worker_stopping_hands_running_generations_back_and_a_restart_resumes_them(
+    simulator: SimulatorThread, fast_dispatch
+) -> None:
+    """SIGTERM (Celery's warm shutdown) mid-answer: the worker exits in seconds, not after the
+    answers, and what it ran is queued again, unfailed; the next worker completes it."""
+    suite = Suite.objects.create(name="stop")
+    for n in range(4):
+        # About 15 s per answer: a chunk every 0.2 s, 75 tokens.
+        make_item(suite, f"s{n}", f"s{n} [[sim: ttft_ms=100, tps=5, tokens=75]]")
+    slow = endpoint(simulator, "slow", ERNIE, timeout_s=60)
+    campaign = make_campaign("stop", suite, [slow])
+    first = fast_dispatch()
+    dispatch.launch(campaign)
+    generations = Generation.objects.filter(campaign=campaign)
+    deadline = time.monotonic() + 20
+    while generations.filter(status="running").count() < 4 or len(simulator.requests(ERNIE)) < 4:
+        assert time.monotonic() < deadline, first.output()
+        time.sleep(0.05)
+    time.sleep(1)  # every stream is answering
+
+    stopped_at = time.monotonic()
+    first.process.send_signal(signal.SIGTERM)
+    first.process.wait(timeout=30)
+    took = time.monotonic() - stopped_at
+    assert took < 8, (took, first.output()[-3000:])  # the answers need another 13 s
+    assert first.process.returncode == 0, first.output()[-3000:]
+    rows = list(
+        generations.values_list("status", "attempts", "claim_token", "lease_expires_at", "content")
+    )
+    assert rows == [("queued", 0, "", None, "")] * 4, (rows, first.output()[-3000:])
+    assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.RUNNING
+
+    fast_dispatch()  # no launch, no command: a new worker resumes on its own
+    deadline = time.monotonic() + 60
+    while generations.filter(status="succeeded").count() < 4:
+        assert not generations.filter(status="failed").exists(), list(generations.values())
+        assert time.monotonic() < deadline, list(generations.values_list("status", flat=True))
+        time.sleep(0.2)
+    for generation in generations:
+        assert generation.attempts == 1 and generation.completion_tokens == 75, generation.error
+    assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.FINISHED
+    prompts = [r["prompt"] for r in simulator.requests(ERNIE)]
+    assert len(prompts) == 8  # each sent twice: the abandoned answer and the complete one

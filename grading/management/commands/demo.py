@@ -2,7 +2,9 @@
 
 Sets up the database and the reference study, makes sure the demo admin and reviewer exist,
 then runs the model simulator, a Celery worker and the web server side by side. Ctrl-C (or
-SIGTERM) stops every process it started.
+SIGTERM) stops every process it started, the worker first: its warm shutdown hands the
+generations it is running back to the queue while the simulator still answers, and the next
+start runs them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from grading.roles import reviewers_group
 
 CREDENTIALS_FILE = "demo-credentials.txt"
+WORKER_STOP_S = 20.0
+"""How long the worker gets to stop before it is killed (it hands its work back at once)."""
+OTHERS_STOP_S = 10.0
 
 
 class Command(BaseCommand):
@@ -128,7 +133,7 @@ class Command(BaseCommand):
         )
         commands.append(("web", [python, manage, "runserver", f"{host}:{port}", "--noreload"]))
 
-        processes: list[subprocess.Popen[bytes]] = []
+        processes: dict[str, subprocess.Popen[bytes]] = {}
         # The reference study's endpoints read their base URLs from these: point them at the
         # simulator this demo starts.
         env = {
@@ -137,18 +142,18 @@ class Command(BaseCommand):
             "VLLM_URL": f"http://127.0.0.1:{vllm_port}/v1",
         }
 
+        stopping = False
+
         def stop(*_: object) -> None:
-            # Ask each child to shut down (a Celery worker stops its own pool), and only
-            # kill whole process groups that are still there after a grace period.
-            for process in processes:
-                if process.poll() is None:
-                    process.terminate()
-            deadline = time.monotonic() + 20
-            for process in processes:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+            nonlocal stopping
+            if stopping:
+                # Asked again while stopping: stop waiting.
+                for process in processes.values():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                raise SystemExit(1)
+            stopping = True
+            stop_processes(processes)
             raise SystemExit(0)
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -156,17 +161,17 @@ class Command(BaseCommand):
         for name, command in commands:
             self.stdout.write(f"starting {name}: {' '.join(command[1:])}")
             # Each child leads its own process group so stopping reaches its children too.
-            processes.append(
-                subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
+            processes[name] = subprocess.Popen(
+                command, cwd=settings.BASE_DIR, env=env, start_new_session=True
             )
 
         url = f"http://{host}:{port}/"
-        if _wait_for(url + "healthz", processes, timeout_s=90):
+        if _wait_for(url + "healthz", list(processes.values()), timeout_s=90):
             if launch:
                 self.launch_campaigns()
             self.print_credentials(credentials, url)
         while True:
-            for process in processes:
+            for process in processes.values():
                 if process.poll() is not None:
                     self.stderr.write(f"a demo process exited with status {process.returncode}")
                     stop()
@@ -191,6 +196,41 @@ class Command(BaseCommand):
         if url:
             lines.append("  stop       Ctrl-C")
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+
+
+def stop_processes(
+    processes: dict[str, subprocess.Popen[bytes]],
+    worker_stop_s: float = WORKER_STOP_S,
+    others_stop_s: float = OTHERS_STOP_S,
+) -> None:
+    """Stop the demo's processes without losing work: the worker first, then the others.
+
+    SIGTERM is a Celery worker's warm shutdown: it hands what it runs back to the queue and
+    exits. Only once it is gone do the simulator and the web server stop, so no request in
+    flight meets a closed port. A process still there after its grace period is killed, with
+    its whole process group.
+    """
+    stages = [
+        [p for name, p in processes.items() if name == "worker"],
+        [p for name, p in processes.items() if name != "worker"],
+    ]
+    for stage, grace_s in zip(stages, (worker_stop_s, others_stop_s), strict=True):
+        for process in stage:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in stage:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _kill_group(process)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of a child's process group (the child leads its own group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def _commands() -> set[str]:
