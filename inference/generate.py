@@ -142,6 +142,11 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
         if lost.is_set():
             raise dispatch.Cancelled
 
+    def back_off(seconds: float) -> None:
+        # Wakes early when the claim is lost or the worker stops, so a stop never waits on it.
+        lost.wait(seconds)
+        heartbeat()
+
     try:
         item = TaskItem.objects.with_images().get(pk=generation.item_id)
         config = endpoint_config(endpoint)
@@ -156,6 +161,7 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
             backoff_base_s=settings.MODEL_RETRY_BASE_S,
             backoff_cap_s=settings.MODEL_RETRY_CAP_S,
             heartbeat=heartbeat,
+            sleep=back_off,
         )
         successor = dispatch.finish(
             generation,

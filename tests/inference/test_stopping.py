@@ -7,6 +7,8 @@ process is in test_pipeline.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,11 +16,20 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from inference import dispatch
-from inference.models import Campaign, CampaignStatus, Generation, GenerationStatus
+from inference import dispatch, generate
+from inference.models import (
+    Campaign,
+    CampaignStatus,
+    Generation,
+    GenerationStatus,
+    ModelEndpoint,
+)
+from inference.simulator import SimulatorThread
 from tests import builders
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+ERNIE = "baidu/ERNIE-4.5-0.3B-Paddle"
 
 
 @pytest.fixture(autouse=True)
@@ -134,4 +145,38 @@ def test_a_stopping_worker_enqueues_nothing(settings: Any) -> None:
     _, (generation,) = queued(1)
     dispatch.begin_stopping()
     assert dispatch.pump([generation.endpoint_id]) == 0
+    assert_requeued(generation)
+
+
+def test_a_generation_waiting_to_retry_is_handed_back_without_waiting_out_its_back_off(
+    simulator: SimulatorThread, settings: Any
+) -> None:
+    settings.MODEL_MAX_ATTEMPTS = 3
+    settings.MODEL_RETRY_BASE_S = settings.MODEL_RETRY_CAP_S = 60.0
+    endpoint = ModelEndpoint.objects.create(
+        slug="ernie", name="ERNIE", model=ERNIE, dialect="fastdeploy",
+        base_url=simulator.base_url(ERNIE), timeout_s=30,
+    )  # fmt: skip
+    suite = builders.suite("stopping", ["QA"])
+    suite.items.update(prompt="hi [[sim: fault=500]]")
+    campaign = builders.campaign("stopping", suite, [endpoint], status=CampaignStatus.RUNNING)
+    generation = builders.generation(
+        campaign, suite.items.get(), endpoint, status=GenerationStatus.QUEUED,
+        timings=builders.NO_TIMINGS, error="",
+    )  # fmt: skip
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(generate.run_generation(generation.pk)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not simulator.state.requests() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first attempt has failed once the simulator has answered it
+    time.sleep(0.2)
+
+    started = time.monotonic()
+    dispatch.begin_stopping()
+    worker.join(timeout=10)
+
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 5  # not the minute of back-off
+    assert outcome == ["cancelled"]
     assert_requeued(generation)
