@@ -55,9 +55,13 @@ def launch(campaign: Campaign) -> int:
     """Create the campaign's generations (each exactly once) and start dispatching them.
 
     Launching again creates only what is missing (new items or models) and restarts dispatch.
+    External models (answers imported from a file, no base URL) are never called: skipped.
     Returns the number of generations created.
     """
-    members = list(campaign.members.select_related("endpoint"))
+    everyone = list(campaign.members.select_related("endpoint"))
+    members = [member for member in everyone if not member.endpoint.is_external]
+    if everyone and not members:
+        return 0  # only external models: nothing to call, and the campaign stays as it is
     items = list(campaign_items(campaign))
     rows = [
         Generation(campaign=campaign, item=item, endpoint=member.endpoint, sample=sample)
@@ -95,14 +99,21 @@ def cancel(campaign: Campaign) -> int:
 
 
 def retry_failed(campaign: Campaign) -> int:
-    """Queue failed (and cancelled) generations again; their previous error is kept until then."""
+    """Queue failed (and cancelled) generations again; their previous error is kept until then.
+
+    Those of external models (imported answers, nothing to call) stay as they are."""
     with transaction.atomic():
-        count = campaign.generations.retryable().update(
-            status=GenerationStatus.QUEUED,
-            enqueued_at=None,
-            claim_token="",
-            lease_expires_at=None,
-            finished_at=None,
+        external = ModelEndpoint.objects.external()
+        count = (
+            campaign.generations.retryable()
+            .exclude(endpoint__in=external)
+            .update(
+                status=GenerationStatus.QUEUED,
+                enqueued_at=None,
+                claim_token="",
+                lease_expires_at=None,
+                finished_at=None,
+            )
         )
         if count:
             Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.RUNNING)

@@ -17,6 +17,7 @@ from .fixture_formats import FixtureError
 from .models import (
     Campaign,
     Generation,
+    ModelEndpoint,
     Suite,
     TaskImage,
     TaskItem,
@@ -137,9 +138,23 @@ def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     """The run page: progress per model, rate, ETA, recent errors; launch, cancel, retry."""
     campaign = get_object_or_404(Campaign.objects.select_related("suite"), public_id=public_id)
     if request.method == "POST":
+        external = list(
+            campaign.members.filter(endpoint__in=ModelEndpoint.objects.external())
+            .order_by("position")
+            .values_list("endpoint__slug", flat=True)
+        )
+        if external and ("launch" in request.POST or "retry" in request.POST):
+            messages.warning(
+                request,
+                f"Skipped external models ({', '.join(external)}): their answers were "
+                "imported, and gradebench never calls them.",
+            )
         if "launch" in request.POST:
-            created = dispatch.launch(campaign)
-            messages.success(request, f"Launched: {created} new generations.")
+            if external and len(external) == campaign.members.count():
+                messages.error(request, "Nothing to launch: every model here is external.")
+            else:
+                created = dispatch.launch(campaign)
+                messages.success(request, f"Launched: {created} new generations.")
         elif "cancel" in request.POST:
             messages.success(request, f"Cancelled {dispatch.cancel(campaign)} generations.")
         elif "retry" in request.POST:
