@@ -55,6 +55,7 @@ USAGE_SOURCES = frozenset(UsageSource.values)
 # Rows per INSERT or UPDATE and keys per `__in` lookup: a few queries per thousand rows, far
 # below SQLite's and PostgreSQL's limits on the parameters of one query.
 BATCH_SIZE = 1000
+READ_SIZE = 2**20
 # What an import compares of a stored score (`_changes`), read as plain values.
 STORED_FIELDS = ("id", "generation_id", "reviewer_id", "imported", "score", "comment", "flagged",
                  "position", "scored_at", "rubric_id")  # fmt: skip
@@ -132,7 +133,7 @@ def check_utf8(stream: BinaryIO) -> None:
 
     Reads a megabyte at a time, so a file of any size is checked before any of it is parsed.
     """
-    problem = utf8_problem(stream)
+    problem = utf8_problem(stream, READ_SIZE)
     if problem is not None:
         raise ScoreImportError([problem])
 

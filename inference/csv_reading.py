@@ -23,13 +23,13 @@ def restore(cell: str) -> str:
     return cell
 
 
-def utf8_problem(stream: BinaryIO) -> str | None:
-    """Read `stream` to its end; `line: file: reason` for the first byte that is not UTF-8,
-    or None when the whole stream is UTF-8."""
+def utf8_problem(stream: BinaryIO, read_size: int = READ_SIZE) -> str | None:
+    """Read `stream` to its end, `read_size` bytes at a time; `line: file: reason` for the
+    first byte that is not UTF-8, or None when the whole stream is UTF-8."""
     offset = lines = 0
     pending = b""
     while True:
-        chunk = stream.read(READ_SIZE)
+        chunk = stream.read(read_size)
         data = pending + chunk
         try:
             _, decoded = codecs.utf_8_decode(data, "strict", not chunk)
