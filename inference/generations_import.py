@@ -373,9 +373,13 @@ class _RowParser:
         )
 
 
-def parse_generations(data: BinaryIO, *, suffix: str) -> tuple[list[ParsedAnswer], list[str]]:
-    """Every row of a file (opened in binary mode) and the warnings, or GenerationImportError
-    with every problem. `suffix` is `.csv` or `.jsonl`."""
+def parse_generations(
+    data: BinaryIO, *, suffix: str
+) -> tuple[list[ParsedAnswer], list[str], list[str]]:
+    """The valid rows of a file (opened in binary mode), the warnings, and the problems of the
+    other rows (`line: column: reason`). `suffix` is `.csv` or `.jsonl`. A file that cannot be
+    read at all (not UTF-8, no header, a required column missing) raises GenerationImportError.
+    """
     suffix = suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise GenerationImportError([f"1: file: expected a .csv or .jsonl file, not {suffix!r}"])
@@ -405,13 +409,11 @@ def parse_generations(data: BinaryIO, *, suffix: str) -> tuple[list[ParsedAnswer
             )
             continue
         rows.append(parsed)
-    if problems:
-        raise GenerationImportError(problems)
     warnings = [
         f"{line if suffix == '.jsonl' else 1}: {name or '(unnamed)'}: unknown column ignored"
         for name, line in unknown.items()
     ]
-    return rows, warnings
+    return rows, warnings, problems
 
 
 # --- Writing ---------------------------------------------------------------------------------
@@ -450,11 +452,12 @@ class _Loader:
         self.problems.append((line, f"{line}: {message}"))
 
     def load(self) -> None:
+        before = len(self.problems)
         self.campaigns = self.find_campaigns()
-        if self.problems:
+        if len(self.problems) > before:
             return
         self.items = self.find_items()
-        if self.problems:
+        if len(self.problems) > before:
             return
         self.endpoints = self.find_endpoints()
         self.add_members()
@@ -473,6 +476,7 @@ class _Loader:
             .values_list("slug", "pk", "suite_id", "suite__name", "status")
         }
         named = None
+        before = len(self.problems)
         if self.suite:
             named = Suite.objects.filter(name=self.suite).values_list("pk", flat=True).first()
             if named is None:
@@ -492,7 +496,7 @@ class _Loader:
             suite_id = named if named is not None else self.detect_suite(slug, first[slug].line)
             if suite_id is not None:
                 suites[slug] = suite_id
-        if self.problems or not missing:
+        if len(self.problems) > before or not missing:
             return found
         created = Campaign.objects.bulk_create(
             Campaign(
@@ -730,14 +734,19 @@ def load_generations(
     data: BinaryIO, *, suffix: str, suite: str | None = None, dry_run: bool = False
 ) -> GenerationImportReport:
     """`import_generations` of an open binary file; see the module docstring for the rules."""
-    rows, warnings = parse_generations(data, suffix=suffix)
+    rows, warnings, problems = parse_generations(data, suffix=suffix)
     report = GenerationImportReport(dry_run=dry_run, warnings=warnings)
     with transaction.atomic():
         loader = _Loader(rows, suite, report)
+        # The valid rows are still looked up, so the file's every problem is named at once;
+        # with problems nothing is written, and the transaction is rolled back.
+        loader.problems = [(int(problem.split(":", 1)[0]), problem) for problem in problems]
         loader.load()
         if loader.problems:
             transaction.set_rollback(True)
-            raise GenerationImportError([p for _, p in sorted(loader.problems)])
+            # Sorted by line, stably: a line's problems in the order they were found.
+            ordered = sorted(loader.problems, key=lambda problem: problem[0])
+            raise GenerationImportError([problem for _, problem in ordered])
         if dry_run:
             transaction.set_rollback(True)
     if report.untimed:

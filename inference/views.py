@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from . import dispatch, progress, uploads
 from .access import HtmxHttpRequest, admin_required
 from .fixture_formats import FixtureError
+from .generations_import import MAX_TEXT_CHARS, REQUIRED_COLUMNS, GenerationImportError
 from .models import (
     Campaign,
     Generation,
@@ -116,6 +117,53 @@ def _confirm_import(request: HtmxHttpRequest, context: dict[str, object]) -> Htt
         return render_page(request, "inference/import.html", context, fragments={"result"})
     messages.success(request, f"Suite {report.suite}: {report.summary()}.")
     url = f"{reverse('items')}?{urlencode({'suite': report.suite})}"
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def import_answers(request: HtmxHttpRequest) -> HttpResponse:
+    """Upload answers produced elsewhere, preview them as a dry run, then confirm (DESIGN §4.4a;
+    see `inference.uploads` and `inference.generations_import`)."""
+    context: dict[str, object] = {
+        "suites": Suite.objects.order_by("name"),
+        "required": ", ".join(REQUIRED_COLUMNS),
+        "max_chars": MAX_TEXT_CHARS,
+    }
+    if request.method == "GET":
+        return render(request, "inference/import_answers.html", context)
+    if "confirm" in request.POST:
+        return _confirm_answers(request, context)
+    suite = request.POST.get("suite", "").strip()
+    context["suite"] = suite
+    try:
+        upload = uploads.keep(
+            request.FILES.get("file"), suite=suite, suffixes=uploads.ANSWER_SUFFIXES
+        )
+        context["filename"] = upload.filename
+        context["report"] = uploads.preview_answers(upload)
+    except (FixtureError, GenerationImportError) as error:
+        context["errors"] = error.problems
+    else:
+        uploads.remember(request.session, upload, uploads.ANSWERS)
+        context["token"] = upload.token
+    return render_page(request, "inference/import_answers.html", context, fragments={"result"})
+
+
+def _confirm_answers(request: HtmxHttpRequest, context: dict[str, object]) -> HttpResponse:
+    upload = uploads.take(request.session, request.POST.get("token", ""), uploads.ANSWERS)
+    if upload is None:
+        context["errors"] = [uploads.EXPIRED]
+        return render_page(request, "inference/import_answers.html", context, fragments={"result"})
+    try:
+        report = uploads.import_answers(upload)
+    except GenerationImportError as error:
+        context["errors"] = error.problems
+        return render_page(request, "inference/import_answers.html", context, fragments={"result"})
+    messages.success(request, f"Answers from {upload.filename}: {report.summary()}.")
+    url = reverse("campaigns")
     if request.htmx:
         return HttpResponseClientRedirect(url)
     return redirect(url)
