@@ -247,7 +247,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="gradebench-bench-") as tmp:
         work = Path(tmp)
-        base_env = {**os.environ, "GRADEBENCH_VAR_DIR": str(work / "var")}
+        # DEBUG=1: plain http for the test Client, whose host is "testserver".
+        base_env = {
+            **os.environ,
+            "GRADEBENCH_VAR_DIR": str(work / "var"),
+            "DEBUG": "1",
+            "ALLOWED_HOSTS": "127.0.0.1,testserver",
+        }
         base_env.pop("REDIS_URL", None)
         print(f"{args.items:,} items x {len(MODELS)} models; review: {args.reps} repetitions")
         if postgres_available():
