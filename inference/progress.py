@@ -109,7 +109,10 @@ def _counts_by_endpoint(campaign: Campaign, *, since: datetime) -> dict[int, dic
         campaign.generations.values("endpoint_id")
         .annotate(
             **{state: Count("pk", filter=Q(status=state)) for state in GenerationStatus.values},
-            last_minute=Count("pk", filter=Q(finished_at__gte=since)),
+            # Imported answers are stamped when imported: they are no finishing rate.
+            last_minute=Count(
+                "pk", filter=Q(finished_at__gte=since, source=GenerationSource.GENERATED)
+            ),
             degraded=Count(
                 "pk",
                 filter=Q(status=GenerationStatus.SUCCEEDED, timing_quality=TimingQuality.DEGRADED),
