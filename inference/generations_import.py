@@ -71,9 +71,8 @@ from .models import (
 )
 
 REQUIRED_COLUMNS = ("campaign", "task_type", "item_id", "model", "content")
-KNOWN_COLUMNS = (*export_columns(with_text=True), "source")
-# Columns this database records itself: read and ignored (an export carries them).
-LOCAL_COLUMNS = ("source",)
+# What the export writes. `source` is read and ignored: this database records it itself.
+KNOWN_COLUMNS = tuple(export_columns(with_text=True))
 MAX_TEXT_CHARS = 1_000_000
 """Longest `content` or `reasoning` accepted, in characters (about 1–3 MB of UTF-8)."""
 # csv refuses longer cells before we could name their column; larger than MAX_TEXT_CHARS so a
@@ -284,7 +283,7 @@ class _RowParser:
                 problem(column, f"{value[:40]!r} is not a number")
                 return None
             if parsed < 0:
-                problem(column, f"{value[:40]!r} is negative; timings and speeds are never")
+                problem(column, f"{value[:40]!r} is negative (timings and speeds are 0 or more)")
                 return None
             return parsed
 
@@ -735,6 +734,8 @@ def load_generations(
 ) -> GenerationImportReport:
     """`import_generations` of an open binary file; see the module docstring for the rules."""
     rows, warnings, problems = parse_generations(data, suffix=suffix)
+    if not rows and not problems:
+        raise GenerationImportError(["1: file: no answers in the file"])
     report = GenerationImportReport(dry_run=dry_run, warnings=warnings)
     with transaction.atomic():
         loader = _Loader(rows, suite, report)

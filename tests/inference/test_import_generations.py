@@ -296,7 +296,7 @@ GOOD = "h,,AR,ar-1,gpt-x,0,answer"
         (f"{HEADER}\r\n{GOOD}\r\nh,,CK,ck-1,gpt-x,0,  \r\n",
          "3: content: empty; a succeeded answer needs its text"),
         (f"{HEADER},ttft_ms\r\n{GOOD},-5\r\n",
-         "2: ttft_ms: '-5' is negative; timings and speeds are never"),
+         "2: ttft_ms: '-5' is negative (timings and speeds are 0 or more)"),
         (f"{HEADER},response_time_ms\r\n{GOOD},fast\r\n",
          "2: response_time_ms: 'fast' is not a number"),
         (f"{HEADER},completion_tokens\r\n{GOOD},12.5\r\n",
@@ -406,3 +406,20 @@ def test_the_run_page_refuses_to_launch_only_external_models(
     assert "external models (gpt-x)" in html and "never calls them" in html
     assert "imported" in html
     assert not Generation.objects.in_flight().exists()
+
+
+def test_an_empty_file_and_broken_json_lines_are_refused(suite: Suite, tmp_path: Path) -> None:
+    assert rejected(write(tmp_path, f"{HEADER}\r\n")) == ["1: file: no answers in the file"]
+    lines = [
+        '{"campaign": "h", "task_type": "AR", "item_id": "ar-1", "model": "m", "content": "a"}',
+        '{"campaign": "h", "task_type": "AR", "item_id": "ck-1", "model": "m"}',
+        "[1, 2]",
+        '{"campaign": "h", "task_type": "CK", "item_id": "ck-1", "model": "m", "content": "\\u0000"}',
+    ]
+    path = write(tmp_path, "\n".join(lines) + "\n", "answers.jsonl")
+
+    assert rejected(path) == [
+        "2: content: missing (required: campaign, task_type, item_id, model, content)",
+        "3: json: each line must be a JSON object",
+        "4: content: contains a NUL character, which text cannot hold",
+    ]
