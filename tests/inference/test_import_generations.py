@@ -414,7 +414,8 @@ def test_an_empty_file_and_broken_json_lines_are_refused(suite: Suite, tmp_path:
         '{"campaign": "h", "task_type": "AR", "item_id": "ar-1", "model": "m", "content": "a"}',
         '{"campaign": "h", "task_type": "AR", "item_id": "ck-1", "model": "m"}',
         "[1, 2]",
-        '{"campaign": "h", "task_type": "CK", "item_id": "ck-1", "model": "m", "content": "\\u0000"}',
+        '{"campaign": "h", "task_type": "CK", "item_id": "ck-1", "model": "m", '
+        '"content": "\\u0000"}',
     ]
     path = write(tmp_path, "\n".join(lines) + "\n", "answers.jsonl")
 
