@@ -99,21 +99,18 @@ def cancel(campaign: Campaign) -> int:
 
 
 def retry_failed(campaign: Campaign) -> int:
-    """Queue failed (and cancelled) generations again; their previous error is kept until then.
-
-    Those of external models (imported answers, nothing to call) stay as they are."""
+    """Queue failed (and cancelled) generations again; their previous error is kept until then."""
     with transaction.atomic():
-        external = ModelEndpoint.objects.external()
-        count = (
-            campaign.generations.retryable()
-            .exclude(endpoint__in=external)
-            .update(
-                status=GenerationStatus.QUEUED,
-                enqueued_at=None,
-                claim_token="",
-                lease_expires_at=None,
-                finished_at=None,
-            )
+        # External models (answers imported from a file) have nothing to call: left as they are.
+        retryable = campaign.generations.retryable().exclude(
+            endpoint__in=ModelEndpoint.objects.external()
+        )
+        count = retryable.update(
+            status=GenerationStatus.QUEUED,
+            enqueued_at=None,
+            claim_token="",
+            lease_expires_at=None,
+            finished_at=None,
         )
         if count:
             Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.RUNNING)
