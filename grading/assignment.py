@@ -8,6 +8,13 @@ settings, so concurrent reviewers of a campaign pick one after another (SQLite s
 writing transactions the same way). `FOR UPDATE SKIP LOCKED` on the units was tried first: it
 lets a reviewer find "nothing left" while other transactions hold the last free units, and
 waiting on those rows instead can deadlock.
+
+What is reviewed: every answer with text (`GenerationQuerySet.reviewable`) — those our workers
+generated and those `import_generations` brought in from another tool, which reviewers cannot
+tell apart. The placeholders `import_scores` creates for answers scored elsewhere carry no text
+(`Generation.placeholder`) and never become units, in their own campaigns or in a live one.
+The rule rests on the answer, not its source or campaign, because both importers mark answers
+`source = imported` and `import_scores` may add placeholders to a campaign that is reviewed.
 """
 
 from __future__ import annotations
@@ -68,8 +75,7 @@ def sync_units(campaign: Campaign) -> int:
     review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
     # .order_by(): these are sets; the model's default ordering would add joins and a sort.
     busy = set(campaign.generations.in_flight().order_by().values_list("item_id", "sample"))
-    # Answers brought in by import_scores are placeholders: there is nothing to review.
-    answered = campaign.generations.succeeded().generated()
+    answered = campaign.generations.reviewable()
     ready = set(answered.order_by().values_list("item_id", "sample"))
     if review.layout == Layout.SINGLE:
         return _sync_single_units(campaign, review, busy)
@@ -111,8 +117,7 @@ def _sync_single_units(
         )
     )
     answers = (
-        campaign.generations.succeeded()
-        .generated()
+        campaign.generations.reviewable()
         .order_by()
         .values_list("pk", "item_id", "sample", "identity_leaks")
     )
@@ -206,7 +211,7 @@ def _answers(unit: ReviewUnit) -> list[str]:
             Generation.objects.filter(pk=unit.generation_id).values_list("public_id", flat=True)
         )
     return list(
-        Generation.objects.succeeded()
+        Generation.objects.reviewable()
         .filter(campaign_id=unit.campaign_id, item_id=unit.item_id, sample=unit.sample)
         .values_list("public_id", flat=True)
     )

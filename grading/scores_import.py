@@ -6,7 +6,6 @@ It reads the per-score format `grading.scores_export` writes (`COLUMNS`, of whic
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime
 import io
@@ -23,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from inference.csv_writing import FORMULA_TRIGGERS
+from inference.csv_reading import restore, utf8_problem
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -129,39 +128,14 @@ class ScoreImportReport:
         return f"created {self.created}, updated {self.updated}, unchanged {self.unchanged}"
 
 
-def restore(cell: str) -> str:
-    """Undo `csv_writing.neutralise`: drop one quote in front of a formula trigger."""
-    if cell.startswith("'") and cell[1:].startswith(FORMULA_TRIGGERS):
-        return cell[1:]
-    return cell
-
-
 def check_utf8(stream: BinaryIO) -> None:
     """Read `stream` to its end; ScoreImportError naming the first byte that is not UTF-8.
 
     Reads a megabyte at a time, so a file of any size is checked before any of it is parsed.
     """
-    offset = lines = 0
-    pending = b""
-    while True:
-        chunk = stream.read(READ_SIZE)
-        data = pending + chunk
-        try:
-            _, decoded = codecs.utf_8_decode(data, "strict", not chunk)
-        except UnicodeDecodeError as error:
-            line = lines + data[: error.start].count(b"\n") + 1
-            byte = data[error.start : error.start + 1].hex()
-            raise ScoreImportError(
-                [
-                    f"{line}: file: not UTF-8 (byte 0x{byte} at offset {offset + error.start}); "
-                    "save as UTF-8"
-                ]
-            ) from None
-        lines += data.count(b"\n", 0, decoded)
-        offset += decoded
-        pending = data[decoded:]
-        if not chunk:
-            return
+    problem = utf8_problem(stream, READ_SIZE)
+    if problem is not None:
+        raise ScoreImportError([problem])
 
 
 def _passes(validate: Callable[[str], object], value: str, passed: set[str]) -> bool:
@@ -652,6 +626,7 @@ class _Loader:
                     status=GenerationStatus.SUCCEEDED,
                     content=PLACEHOLDER_ANSWER,
                     source=GenerationSource.IMPORTED,
+                    placeholder=True,
                     finished_at=answer.finished_at,
                     **dict(zip(GENERATION_COLUMNS, answer.generation_fields, strict=True)),
                 )

@@ -89,7 +89,9 @@ with none its figures are None. `mean_completion_tokens` averages the known toke
 Both are None without a succeeded generation (or, for the tokens, without a known count).
 A succeeded generation timed while its worker fell behind (`timing_quality == "degraded"`,
 DESIGN §5) enters no timing figure (ttft, tokens/s, response time) and is counted in
-`degraded`; its token count and finish reason still count.
+`degraded`; its token count and finish reason still count. A succeeded generation with no
+timing at all (an answer imported without times, DESIGN §4.4a) is counted in `untimed`: the
+figures rest on the others, and say so; its token count still counts.
 
 `histogram` counts integer scores 0–10.
 """
@@ -588,6 +590,8 @@ class Speed:
     cut_off: float | None
     degraded: int = 0
     """Succeeded generations left out of the timing figures: timed while the worker lagged."""
+    untimed: int = 0
+    """Succeeded generations with no timing at all (imported without times)."""
 
 
 @dataclass(frozen=True)
@@ -631,6 +635,8 @@ class SpeedSample:
     """Succeeded generations with finish_reason "length"."""
     degraded: int = 0
     """Succeeded generations whose timings are left out (timing_quality "degraded")."""
+    untimed: int = 0
+    """Succeeded generations with no timing at all."""
 
 
 def _known(values: Iterable[float | None]) -> FloatArray:
@@ -660,6 +666,13 @@ def speed_sample(rows: Iterable[SpeedRow]) -> SpeedSample:
         ),
         cut_off=sum(r.finish_reason == "length" for r in succeeded),
         degraded=len(succeeded) - len(timed),
+        untimed=sum(
+            r.ttft_ms is None
+            and r.decode_tps is None
+            and r.e2e_tps is None
+            and r.response_time_ms is None
+            for r in timed
+        ),
     )
 
 
@@ -686,6 +699,8 @@ def pooled_speed(samples: Sequence[SpeedSample]) -> Speed:
         ),
         cut_off=sum(s.cut_off for s in samples) / succeeded if succeeded else None,
         degraded=sum(s.degraded for s in samples),
+        # getattr: samples cached before `untimed` existed have none.
+        untimed=sum(getattr(s, "untimed", 0) for s in samples),
     )
 
 

@@ -61,9 +61,13 @@ def launch(campaign: Campaign) -> int:
     """Create the campaign's generations (each exactly once) and start dispatching them.
 
     Launching again creates only what is missing (new items or models) and restarts dispatch.
+    External models (answers imported from a file, no base URL) are never called: skipped.
     Returns the number of generations created.
     """
-    members = list(campaign.members.select_related("endpoint"))
+    everyone = list(campaign.members.select_related("endpoint"))
+    members = [member for member in everyone if not member.endpoint.is_external]
+    if everyone and not members:
+        return 0  # only external models: nothing to call, and the campaign stays as it is
     items = list(campaign_items(campaign))
     rows = [
         Generation(campaign=campaign, item=item, endpoint=member.endpoint, sample=sample)
@@ -103,7 +107,11 @@ def cancel(campaign: Campaign) -> int:
 def retry_failed(campaign: Campaign) -> int:
     """Queue failed (and cancelled) generations again; their previous error is kept until then."""
     with transaction.atomic():
-        count = campaign.generations.retryable().update(
+        # External models (answers imported from a file) have nothing to call: left as they are.
+        retryable = campaign.generations.retryable().exclude(
+            endpoint__in=ModelEndpoint.objects.external()
+        )
+        count = retryable.update(
             status=GenerationStatus.QUEUED,
             enqueued_at=None,
             claim_token="",

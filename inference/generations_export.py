@@ -41,6 +41,8 @@ COLUMNS = {
     "error": "error",
     "timing_quality": "timing_quality",
     "scheduling_lag_ms": "scheduling_lag_ms",
+    # `imported` for answers made by another tool (`import_generations`), like `simulated`.
+    "source": "source",
 }
 TEXT_COLUMNS = {"content": "content", "reasoning": "reasoning"}
 ORDER = (

@@ -104,6 +104,12 @@ class ReasoningStyle(models.TextChoices):
     THINK_TAGS = "think_tags", _("inline <think>…</think> in content")
 
 
+class ModelEndpointQuerySet(models.QuerySet["ModelEndpoint"]):
+    def external(self) -> ModelEndpointQuerySet:
+        """Endpoints with no base URL: models whose answers were imported, never called."""
+        return self.filter(base_url="", base_url_env="")
+
+
 class ModelEndpoint(models.Model):
     """An OpenAI-compatible server and the model it serves.
 
@@ -116,7 +122,9 @@ class ModelEndpoint(models.Model):
     name = models.CharField(max_length=200)
     model = models.CharField(max_length=200, help_text=_("Model name sent in each request."))
     dialect = models.CharField(max_length=16, choices=Dialect.choices, default=Dialect.OPENAI)
-    base_url = models.URLField(max_length=500)
+    # Empty for an external endpoint: a model whose answers were imported from a file
+    # (`import_generations`); nothing ever calls it.
+    base_url = models.URLField(max_length=500, blank=True)
     base_url_env = models.CharField(max_length=100, blank=True)
     api_key_env = models.CharField(max_length=100, blank=True)
     api_key = models.CharField(max_length=500, blank=True)
@@ -130,11 +138,18 @@ class ModelEndpoint(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ModelEndpointQuerySet.as_manager()
+
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_external(self) -> bool:
+        """A model we only hold imported answers of: no base URL, so it is never called."""
+        return not self.base_url and not self.base_url_env
 
     def resolved_base_url(self) -> str:
         """The base URL to call: the environment override when set, else the stored one."""
@@ -167,7 +182,7 @@ class CampaignQuerySet(models.QuerySet["Campaign"]):
 
     def with_run_counts(self) -> CampaignQuerySet:
         """Annotate each campaign with its generations: `total`, `done` (finished), `failed`
-        and `simulated`, in the one query that lists them."""
+        `simulated` and `imported`, in the one query that lists them."""
         return self.annotate(
             total=models.Count("generations"),
             done=models.Count(
@@ -177,6 +192,9 @@ class CampaignQuerySet(models.QuerySet["Campaign"]):
                 "generations", filter=models.Q(generations__status=GenerationStatus.FAILED)
             ),
             simulated=models.Count("generations", filter=models.Q(generations__simulated=True)),
+            imported=models.Count(
+                "generations", filter=models.Q(generations__source=GenerationSource.IMPORTED)
+            ),
         )
 
 
@@ -403,6 +421,14 @@ class GenerationQuerySet(models.QuerySet["Generation"]):
         """Answers our workers asked a model for (not imported from a file)."""
         return self.filter(source=GenerationSource.GENERATED)
 
+    def reviewable(self) -> GenerationQuerySet:
+        """Answers people can review: succeeded, with real text.
+
+        Generated answers and those `import_generations` brought in qualify; the placeholders
+        `import_scores` creates for answers scored elsewhere (no text) never do.
+        """
+        return self.filter(status=GenerationStatus.SUCCEEDED, placeholder=False)
+
 
 class Generation(models.Model):
     """One answer: campaign × item × model × sample, created once when the campaign launches.
@@ -446,6 +472,12 @@ class Generation(models.Model):
     )
     identity_leaks = models.JSONField(
         default=list, blank=True, help_text=_("Model or vendor names found in the answer.")
+    )
+    placeholder = models.BooleanField(
+        default=False,
+        help_text=_(
+            "A stand-in for an answer scored elsewhere (import_scores): no text, never reviewed."
+        ),
     )
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)

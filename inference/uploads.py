@@ -1,10 +1,12 @@
-"""Fixture files uploaded on the import page, kept from their preview to their import.
+"""Files uploaded on the import pages (task fixtures, answers produced elsewhere), kept from
+their preview to their import.
 
-An upload is checked (a fixture's suffix, at most `MAX_BYTES`), written to
+An upload is checked (its suffix, at most `MAX_BYTES`), written to
 `var/uploads/<token>/<its name>` under a random token, and previewed as a dry run. Only the
-admin's session learns the token (`remember`), so confirming imports exactly the file that was
-previewed, once (`take` forgets it). A file goes as soon as it is imported or refused; files
-nobody confirmed go after `TTL_S`, at the next upload.
+admin's session learns the token (`remember`, with the kind of import), so confirming imports
+exactly the file that was previewed, once, on the page it was previewed on (`take` forgets
+it). A file goes as soon as it is imported or refused; files nobody confirmed go after
+`TTL_S`, at the next upload.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core.files.uploadedfile import UploadedFile
 
 from .fixture_formats import FixtureError
+from .generations_import import (
+    GenerationImportError,
+    GenerationImportReport,
+    import_generations,
+)
 from .importer import ImportReport, import_fixture
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".zip")
+ANSWER_SUFFIXES = (".csv", ".jsonl")
+FIXTURES, ANSWERS = "fixtures", "answers"
 MAX_BYTES = 200 * 1024 * 1024
 TTL_S = 24 * 3600
 PREVIEW_ROWS = 10
@@ -43,16 +52,22 @@ class Upload:
         return self.path.name
 
 
-def keep(uploaded: UploadedFile | None, *, suite: str) -> Upload:
+def _either(suffixes: tuple[str, ...]) -> str:
+    return f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
+
+
+def keep(
+    uploaded: UploadedFile | None, *, suite: str, suffixes: tuple[str, ...] = SUFFIXES
+) -> Upload:
     """Check the upload and write it to a folder of its own under a new token (forgetting stale
-    uploads). Raises FixtureError, writing nothing, when there is no file, a file of another
-    kind, or one larger than `MAX_BYTES`."""
+    uploads). Raises FixtureError, writing nothing, when there is no file, a file whose name
+    does not end in one of `suffixes`, or one larger than `MAX_BYTES`."""
     if uploaded is None:
-        raise FixtureError(["Choose a .json, .jsonl, .csv or .zip file to import."])
+        raise FixtureError([f"Choose a {_either(suffixes)} file to import."])
     # Only the last part of what the browser sent: a name, never a path.
     name = Path(uploaded.name or "upload").name
-    if not name.lower().endswith(SUFFIXES):
-        raise FixtureError([f"{name}: expected a .json, .jsonl, .csv or .zip file."])
+    if not name.lower().endswith(suffixes):
+        raise FixtureError([f"{name}: expected a {_either(suffixes)} file."])
     if uploaded.size and uploaded.size > MAX_BYTES:
         raise FixtureError([f"{name}: larger than {MAX_BYTES // 1024**2} MB."])
     folder = Path(settings.VAR_DIR) / "uploads"
@@ -87,20 +102,39 @@ def import_upload(upload: Upload) -> ImportReport:
         discard(upload)
 
 
-def remember(session: SessionBase, upload: Upload) -> None:
-    """Let this session confirm the upload."""
+def preview_answers(upload: Upload) -> GenerationImportReport:
+    """What importing the uploaded answers would do (a dry run). Raises GenerationImportError
+    listing every problem, and then deletes the upload: there is nothing to confirm."""
+    try:
+        return import_generations(upload.path, suite=upload.suite or None, dry_run=True)
+    except GenerationImportError:
+        discard(upload)
+        raise
+
+
+def import_answers(upload: Upload) -> GenerationImportReport:
+    """Import the uploaded answers (GenerationImportError if they no longer can be), then
+    delete the upload either way."""
+    try:
+        return import_generations(upload.path, suite=upload.suite or None)
+    finally:
+        discard(upload)
+
+
+def remember(session: SessionBase, upload: Upload, kind: str = FIXTURES) -> None:
+    """Let this session confirm the upload, as an import of `kind` (fixtures or answers)."""
     pending = session.get(SESSION_KEY, {})
-    pending[upload.token] = {"path": str(upload.path), "suite": upload.suite}
+    pending[upload.token] = {"path": str(upload.path), "suite": upload.suite, "kind": kind}
     session[SESSION_KEY] = pending
 
 
-def take(session: SessionBase, token: str) -> Upload | None:
-    """The upload this session previewed under `token`, forgotten so it imports once; None if
-    there is none or its file is gone."""
+def take(session: SessionBase, token: str, kind: str = FIXTURES) -> Upload | None:
+    """The upload this session previewed under `token` for an import of `kind`, forgotten so
+    it imports once; None if there is none or its file is gone."""
     pending = session.get(SESSION_KEY, {})
     kept = pending.pop(token, None)
     session[SESSION_KEY] = pending
-    if kept is None or not Path(kept["path"]).exists():
+    if kept is None or kept.get("kind", FIXTURES) != kind or not Path(kept["path"]).exists():
         return None
     return Upload(token=token, path=Path(kept["path"]), suite=kept["suite"])
 

@@ -14,9 +14,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 from . import dispatch, progress, uploads
 from .access import HtmxHttpRequest, admin_required
 from .fixture_formats import FixtureError
+from .generations_import import MAX_TEXT_CHARS, REQUIRED_COLUMNS, GenerationImportError
 from .models import (
     Campaign,
     Generation,
+    ModelEndpoint,
     Suite,
     TaskImage,
     TaskItem,
@@ -120,6 +122,53 @@ def _confirm_import(request: HtmxHttpRequest, context: dict[str, object]) -> Htt
     return redirect(url)
 
 
+@admin_required
+@require_http_methods(["GET", "POST"])
+def import_answers(request: HtmxHttpRequest) -> HttpResponse:
+    """Upload answers produced elsewhere, preview them as a dry run, then confirm (DESIGN §4.4a;
+    see `inference.uploads` and `inference.generations_import`)."""
+    context: dict[str, object] = {
+        "suites": Suite.objects.order_by("name"),
+        "required": ", ".join(REQUIRED_COLUMNS),
+        "max_chars": MAX_TEXT_CHARS,
+    }
+    if request.method == "GET":
+        return render(request, "inference/import_answers.html", context)
+    if "confirm" in request.POST:
+        return _confirm_answers(request, context)
+    suite = request.POST.get("suite", "").strip()
+    context["suite"] = suite
+    try:
+        upload = uploads.keep(
+            request.FILES.get("file"), suite=suite, suffixes=uploads.ANSWER_SUFFIXES
+        )
+        context["filename"] = upload.filename
+        context["report"] = uploads.preview_answers(upload)
+    except (FixtureError, GenerationImportError) as error:
+        context["errors"] = error.problems
+    else:
+        uploads.remember(request.session, upload, uploads.ANSWERS)
+        context["token"] = upload.token
+    return render_page(request, "inference/import_answers.html", context, fragments={"result"})
+
+
+def _confirm_answers(request: HtmxHttpRequest, context: dict[str, object]) -> HttpResponse:
+    upload = uploads.take(request.session, request.POST.get("token", ""), uploads.ANSWERS)
+    if upload is None:
+        context["errors"] = [uploads.EXPIRED]
+        return render_page(request, "inference/import_answers.html", context, fragments={"result"})
+    try:
+        report = uploads.import_answers(upload)
+    except GenerationImportError as error:
+        context["errors"] = error.problems
+        return render_page(request, "inference/import_answers.html", context, fragments={"result"})
+    messages.success(request, f"Answers from {upload.filename}: {report.summary()}.")
+    url = reverse("campaigns")
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
 # --- Campaign runs ---------------------------------------------------------------------------
 
 
@@ -137,9 +186,23 @@ def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     """The run page: progress per model, rate, ETA, recent errors; launch, cancel, retry."""
     campaign = get_object_or_404(Campaign.objects.select_related("suite"), public_id=public_id)
     if request.method == "POST":
+        external = list(
+            campaign.members.filter(endpoint__in=ModelEndpoint.objects.external())
+            .order_by("position")
+            .values_list("endpoint__slug", flat=True)
+        )
+        if external and ("launch" in request.POST or "retry" in request.POST):
+            messages.warning(
+                request,
+                f"Skipped external models ({', '.join(external)}): their answers were "
+                "imported, and gradebench never calls them.",
+            )
         if "launch" in request.POST:
-            created = dispatch.launch(campaign)
-            messages.success(request, f"Launched: {created} new generations.")
+            if external and len(external) == campaign.members.count():
+                messages.error(request, "Nothing to launch: every model here is external.")
+            else:
+                created = dispatch.launch(campaign)
+                messages.success(request, f"Launched: {created} new generations.")
         elif "cancel" in request.POST:
             messages.success(request, f"Cancelled {dispatch.cancel(campaign)} generations.")
         elif "retry" in request.POST:

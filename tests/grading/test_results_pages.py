@@ -192,9 +192,10 @@ def test_speed_ignores_failures_and_reports_cut_off_answers(fixed: Campaign, adm
     cells = [
         re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
     ]
-    assert cells[-3] == "25%"  # 2 of 8 answers were cut off by length
-    assert cells[-2] == "1"  # one failed generation, counted apart
-    assert cells[-1] == "0"  # no timing degraded
+    assert cells[-4] == "25%"  # 2 of 8 answers were cut off by length
+    assert cells[-3] == "1"  # one failed generation, counted apart
+    assert cells[-2] == "0"  # no timing degraded
+    assert cells[-1] == "0"  # every succeeded answer has timings
 
 
 def model_cells(html: str, model: str) -> list[str]:
@@ -223,8 +224,9 @@ def test_degraded_timings_stay_out_of_speed_figures_and_are_counted(
     assert after[4:8] == before[4:8]
     ttft = {t["name"]: t["y"] for t in figure(html, "ttft")["data"]}
     assert max(ttft["p90"]) < 200
-    assert after[-1] == "1"  # counted apart, beside the failed one
-    assert after[-2] == "1"
+    assert after[-2] == "1"  # counted apart, beside the failed one
+    assert after[-3] == "1"
+    assert after[-1] == "0"  # it has timings: not counted as without
     assert "timed while the worker fell behind" in html
 
 

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.django_db
 HEADER = (
     "campaign,matchup,task_type,item_id,model,sample,status,attempts,finish_reason,ttft_ms,"
     "ttfa_ms,response_time_ms,prompt_tokens,completion_tokens,total_tokens,reasoning_tokens,"
-    "decode_tps,e2e_tps,tpot_ms,usage_source,simulated,error,timing_quality,scheduling_lag_ms"
+    "decode_tps,e2e_tps,tpot_ms,usage_source,simulated,error,timing_quality,scheduling_lag_ms,"
+    "source"
 )
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1:A2)", "\t=1+1", "\r=1+1"]
 
@@ -111,6 +112,7 @@ def test_each_generation_is_one_row_with_its_values(study: dict[str, Any]) -> No
         "error": "",
         "timing_quality": "degraded",
         "scheduling_lag_ms": "23.5",
+        "source": "generated",
         "content": "猫之于老鼠,犹如狗之于骨头",
         "reasoning": "想一想",
     }

@@ -9,7 +9,7 @@ from django.db.models import Count
 from tqdm import tqdm
 
 from inference import dispatch
-from inference.models import FINISHED_STATUSES, Campaign, GenerationStatus
+from inference.models import FINISHED_STATUSES, Campaign, GenerationStatus, ModelEndpoint
 
 
 class Command(BaseCommand):
@@ -29,6 +29,18 @@ class Command(BaseCommand):
             raise CommandError(f"no campaign {options['slug']!r} (known: {known})")
         if not campaign.members.exists():
             raise CommandError(f"campaign {campaign.slug} has no models")
+        external = list(
+            campaign.members.filter(endpoint__in=ModelEndpoint.objects.external())
+            .order_by("position")
+            .values_list("endpoint__slug", flat=True)
+        )
+        if len(external) == campaign.members.count():
+            raise CommandError(
+                f"campaign {campaign.slug} has only external models ({', '.join(external)}): "
+                "their answers were imported, and gradebench never calls them"
+            )
+        for slug in external:
+            self.stdout.write(f"skipped {slug}: an external model (answers imported), never called")
         if options["retry_failed"]:
             self.stdout.write(f"queued again: {dispatch.retry_failed(campaign)}")
         created = dispatch.launch(campaign)
