@@ -14,8 +14,10 @@ written:
   items the file names for it (a tie is a problem: name the suite). An existing campaign keeps
   its suite, and `--suite` naming another is a problem.
 - `item_id` must be an item of that suite, and `task_type` (code, alias or name) its task type.
-- `model` is an endpoint slug; a model the database does not know becomes an external endpoint,
-  with no base URL, which gradebench never calls.
+- `model` is an endpoint's slug or, when no endpoint has that slug, the model name one endpoint
+  sends (`acme/Acme-7B-Chat`; a name several endpoints send is a problem: use the slug). A model
+  the database does not know becomes an external endpoint, with no base URL, which gradebench
+  never calls: its model name is the file's, its slug made from it.
 - `sample` defaults to 0. One row per (campaign, item, model, sample): a second one in the file
   is refused, and so is one that clashes with an answer our workers generated or a placeholder
   of `import_scores`. An answer imported before is unchanged when the row agrees with it and
@@ -40,6 +42,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ from typing import Any, BinaryIO, NamedTuple
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import slugify
 
 from .csv_reading import restore, utf8_problem
 from .generations_export import columns as export_columns
@@ -74,6 +78,8 @@ REQUIRED_COLUMNS = ("campaign", "task_type", "item_id", "model", "content")
 # What the export writes. `source` is read and ignored: this database records it itself.
 KNOWN_COLUMNS = tuple(export_columns(with_text=True))
 MAX_TEXT_CHARS = 1_000_000
+MAX_MODEL_CHARS = 200
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 """Longest `content` or `reasoning` accepted, in characters (about 1–3 MB of UTF-8)."""
 # csv refuses longer cells before we could name their column; larger than MAX_TEXT_CHARS so a
 # long answer is reported with its column and length.
@@ -308,7 +314,11 @@ class _RowParser:
             return value
 
         campaign = slug("campaign")
-        model = slug("model")
+        model = cells.get("model", "").strip()
+        if not model:
+            problem("model", "empty")
+        elif len(model) > MAX_MODEL_CHARS:
+            problem("model", f"longer than {MAX_MODEL_CHARS} characters")
         item_id = cells.get("item_id", "")
         if not item_id.strip():
             problem("item_id", "empty")
@@ -458,6 +468,8 @@ class _Loader:
         if len(self.problems) > before:
             return
         self.endpoints = self.find_endpoints()
+        if len(self.problems) > before:
+            return
         self.add_members()
         self.write()
 
@@ -580,19 +592,46 @@ class _Loader:
         return found
 
     def find_endpoints(self) -> dict[str, int]:
-        """Every model's pk by slug; a missing one is created external (no base URL)."""
-        slugs = list(dict.fromkeys(row.model for row in self.rows))
+        """Every model's endpoint pk, by slug, else by the model name one endpoint sends; a
+        model found neither way is created external (no base URL)."""
+        names = list(dict.fromkeys(row.model for row in self.rows))
         found = {
             slug: pk
-            for chunk in _chunks(slugs)
+            for chunk in _chunks(names)
             for slug, pk in ModelEndpoint.objects.filter(slug__in=chunk).values_list("slug", "pk")
         }
-        missing = [slug for slug in slugs if slug not in found]
-        created = ModelEndpoint.objects.bulk_create(
-            ModelEndpoint(slug=slug, name=slug, model=slug, base_url="") for slug in missing
-        )
+        sent_by: dict[str, list[tuple[str, int]]] = {}
+        for chunk in _chunks([name for name in names if name not in found]):
+            rows = ModelEndpoint.objects.filter(model__in=chunk).values_list("model", "slug", "pk")
+            for model, slug, pk in rows.order_by("slug"):
+                sent_by.setdefault(model, []).append((slug, pk))
+        first_line: dict[str, int] = {}
+        for row in self.rows:
+            first_line.setdefault(row.model, row.line)
+        missing = []
+        for name in names:
+            endpoints = sent_by.get(name, [])
+            if name in found:
+                continue
+            if len(endpoints) == 1:
+                found[name] = endpoints[0][1]
+            elif endpoints:
+                slugs = ", ".join(slug for slug, _ in endpoints)
+                self.problem(
+                    first_line[name],
+                    f"model: {name!r} is the model of several endpoints ({slugs}): "
+                    "give the slug of the one that answered",
+                )
+            else:
+                missing.append(name)
+        created = {
+            name: ModelEndpoint.objects.create(
+                slug=_new_slug(name), name=name, model=name, base_url=""
+            ).pk
+            for name in missing
+        }
         self.report.new_models = missing
-        return found | {endpoint.slug: endpoint.pk for endpoint in created}
+        return found | created
 
     def add_members(self) -> None:
         """Add each model to the campaigns it answers in, after their models, in file order."""
@@ -698,6 +737,18 @@ class _Loader:
             )
         else:
             self.report.unchanged += 1
+
+
+def _new_slug(name: str) -> str:
+    """An unused endpoint slug for the model `name`: the name itself when it is a slug."""
+    if len(name) <= 100 and SLUG.fullmatch(name):
+        return name  # not an endpoint's slug, or it would have been found
+    base = slugify(name.replace("/", "-"))[:90].strip("-_.") or "model"
+    slug, n = base, 1
+    while ModelEndpoint.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 def _preview(row: ParsedAnswer, code: str) -> dict[str, Any]:

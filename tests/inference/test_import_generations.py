@@ -182,6 +182,44 @@ def test_unknown_models_become_external_endpoints_in_a_new_finished_campaign(
     assert list(Generation.objects.reviewable()) == list(campaign.generations.all())
 
 
+def test_a_model_is_found_by_its_slug_or_the_model_name_its_endpoint_sends(
+    suite: Suite, tmp_path: Path
+) -> None:
+    ModelEndpoint.objects.create(slug="ernie", name="ERNIE", model="baidu/ERNIE-4.5-0.3B-Paddle")
+    path = write(
+        tmp_path,
+        f"{HEADER}\r\nh,,AR,ar-1,baidu/ERNIE-4.5-0.3B-Paddle,0,A\r\n"
+        "h,,AR,ar-1,acme/Acme-7B Chat,0,B\r\nh,,CK,ck-1,ernie,0,C\r\n",
+    )
+
+    run_import(path)
+    run_import(path)  # again: the same endpoints, nothing new
+
+    acme = ModelEndpoint.objects.get(model="acme/Acme-7B Chat")
+    assert (acme.slug, acme.name, acme.is_external) == (
+        "acme-acme-7b-chat",
+        "acme/Acme-7B Chat",
+        True,
+    )
+    assert ModelEndpoint.objects.count() == 2
+    ernie = ModelEndpoint.objects.get(slug="ernie")
+    assert sorted(ernie.generations.values_list("content", flat=True)) == ["A", "C"]
+
+
+def test_a_model_name_several_endpoints_send_must_be_given_as_a_slug(
+    suite: Suite, tmp_path: Path
+) -> None:
+    for slug in ("qwen-a", "qwen-b"):
+        ModelEndpoint.objects.create(slug=slug, name=slug, model="Qwen/Qwen2.5-VL-32B-Instruct")
+    path = write(tmp_path, f"{HEADER}\r\nh,,AR,ar-1,Qwen/Qwen2.5-VL-32B-Instruct,0,A\r\n")
+
+    assert rejected(path) == [
+        "2: model: 'Qwen/Qwen2.5-VL-32B-Instruct' is the model of several endpoints "
+        "(qwen-a, qwen-b): give the slug of the one that answered"
+    ]
+    assert not Generation.objects.exists() and ModelEndpoint.objects.count() == 2
+
+
 def test_a_file_of_only_the_required_columns_imports(suite: Suite, tmp_path: Path) -> None:
     path = write(tmp_path, "campaign,task_type,item_id,model,content\nh,CK,ck-1,gpt-x,fine\n")
 
@@ -303,8 +341,10 @@ GOOD = "h,,AR,ar-1,gpt-x,0,answer"
          "2: completion_tokens: '12.5' is not a whole number from 0 to 2147483647"),
         (f"{HEADER},status\r\n{GOOD},queued\r\n",
          "2: status: 'queued' is not one of succeeded, failed, cancelled"),
-        (f"{HEADER}\r\nh,,AR,ar-1,bad slug,0,a\r\n",
-         "2: model: 'bad slug' is not a valid slug (letters, digits, . _ -)"),
+        (f"{HEADER}\r\nbad slug,,AR,ar-1,gpt-x,0,a\r\n",
+         "2: campaign: 'bad slug' is not a valid slug (letters, digits, . _ -)"),
+        (f"{HEADER}\r\nh,,AR,ar-1,{'m' * 201},0,a\r\n",
+         "2: model: longer than 200 characters"),
         (f"{HEADER}\r\n{GOOD},extra\r\n", "2: row: has 8 cells, the header has 7"),
     ],
 )  # fmt: skip
