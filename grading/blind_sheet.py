@@ -16,8 +16,8 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.utils.safestring import SafeString
 
-from inference.leaks import mask_leaks, terms_from_settings
-from inference.models import Generation, TaskItem
+from inference.leaks import mask_leaks, terms_with_models
+from inference.models import Generation, ModelEndpoint, TaskItem
 
 from .markdown import render_markdown, render_plain
 from .models import (
@@ -105,7 +105,8 @@ def build_sheet(assignment: Assignment) -> Sheet:
         s.generation_id: s
         for s in Score.objects.filter(assignment=assignment, reviewer_id=assignment.reviewer_id)
     }
-    terms = terms_from_settings()
+    models = ModelEndpoint.objects.filter(members__campaign_id=unit.campaign_id)
+    terms = terms_with_models(models.values_list("name", "model"))
     answers = []
     for position, public_id in enumerate(assignment.order):
         generation = generations[public_id]

@@ -11,7 +11,7 @@ from django.conf import settings
 from . import dispatch, record
 from .client import EndpointConfig, ModelError, StreamResult, build_request, complete_with_retries
 from .images import encode_for_request
-from .leaks import find_leaks
+from .leaks import find_leaks, terms_with_models
 from .metrics import speed_metrics
 from .models import (
     CampaignModel,
@@ -73,14 +73,20 @@ def request_params(generation: Generation) -> dict[str, Any]:
     return params
 
 
-def _outcome(result: StreamResult) -> dict[str, Any]:
+def leak_terms(generation: Generation) -> list[str]:
+    """The identity terms an answer of this campaign is checked for, its own models' included."""
+    models = ModelEndpoint.objects.filter(members__campaign_id=generation.campaign_id)
+    return terms_with_models(models.values_list("name", "model"))
+
+
+def _outcome(result: StreamResult, terms: list[str] | None = None) -> dict[str, Any]:
     counts = result.token_counts()
     timings = asdict(result.timings)
     timings.update(
         {"chunks": result.chunks, "text_chunks": result.text_chunks, "max_gap_s": result.max_gap_s}
     )
     return {
-        "identity_leaks": find_leaks(f"{result.content}\n{result.reasoning}"),
+        "identity_leaks": find_leaks(f"{result.content}\n{result.reasoning}", terms),
         "content": result.content,
         "reasoning": result.reasoning,
         "finish_reason": result.finish_reason,
@@ -169,13 +175,13 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
             status=GenerationStatus.SUCCEEDED,
             attempts=generation.attempts + attempts,
             error="",
-            **{**_outcome(result), **_record(generation, config, result)},
+            **{**_outcome(result, leak_terms(generation)), **_record(generation, config, result)},
         )
         return "succeeded", successor
     except ModelError as error:
         fields: dict[str, Any] = {}
         if error.partial is not None and error.partial.received_text:
-            fields = _outcome(error.partial)
+            fields = _outcome(error.partial, leak_terms(generation))
         fields.update(_record(generation, config, error.partial))
         successor = dispatch.finish(
             generation,

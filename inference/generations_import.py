@@ -57,7 +57,7 @@ from django.utils.text import slugify
 
 from .csv_reading import restore, utf8_problem
 from .generations_export import columns as export_columns
-from .leaks import find_leaks
+from .leaks import find_leaks, terms_with_models
 from .models import (
     Campaign,
     CampaignModel,
@@ -658,6 +658,9 @@ class _Loader:
     def write(self) -> None:
         """Create the new answers a batch at a time; compare those imported before."""
         codes = dict(TaskType.objects.values_list("pk", "code"))
+        campaigns = [campaign.pk for campaign in self.campaigns.values()]
+        models = ModelEndpoint.objects.filter(members__campaign_id__in=campaigns).distinct()
+        terms = terms_with_models(models.values_list("name", "model"))
         for batch in _chunks(self.rows):
             keys = {}
             by_campaign: dict[int, set[int]] = {}
@@ -699,7 +702,9 @@ class _Loader:
                         endpoint_id=key[2],
                         sample=row.sample,
                         source=GenerationSource.IMPORTED,
-                        identity_leaks=find_leaks(f"{values['content']}\n{values['reasoning']}"),
+                        identity_leaks=find_leaks(
+                            f"{values['content']}\n{values['reasoning']}", terms
+                        ),
                         finished_at=self.now,
                         **values,
                     )

@@ -148,6 +148,29 @@ def terms_from_settings() -> Sequence[str]:
     return terms
 
 
+_FAMILY = re.compile(r"[A-Za-z][A-Za-z]{2,}")
+
+
+def terms_with_models(models: Iterable[tuple[str, str]]) -> list[str]:
+    """The configured terms and the family names of a study's own models.
+
+    ``models`` are (display name, model id) pairs of the endpoints that answer in a campaign.
+    A model unknown to the configured list — an in-house model, an answer imported from
+    another tool — is named by its family, the leading word of its name and of its id's last
+    part ("acme/Acme-7B-Chat" gives "Acme"), so "I am Acme-7B" is caught like "I am ERNIE".
+    Words under three letters are left out: too many ordinary words are that short.
+    """
+    terms = list(terms_from_settings())
+    known = {term.casefold() for term in terms}
+    for name, model in models:
+        for text in (model, name):
+            match = _FAMILY.match(text.rsplit("/", 1)[-1].strip())
+            if match and match.group().casefold() not in known:
+                known.add(match.group().casefold())
+                terms.append(match.group())
+    return terms
+
+
 def find_leaks(text: str, terms: Iterable[str] | None = None) -> list[str]:
     """The distinct terms that occur in ``text``, as spelled in the term list, in order of
     first appearance. ``terms`` defaults to ``terms_from_settings()``."""

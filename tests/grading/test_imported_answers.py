@@ -123,3 +123,22 @@ def test_results_label_imported_answers_and_count_those_without_timings(
     assert "imported" in html
     # deepseek's two answers carry no timings: counted, and left out of the speed figures.
     assert 'class="num untimed"><span class="warning">2</span>' in html
+
+
+def test_an_answer_naming_its_own_in_house_model_is_flagged_and_masked(
+    tmp_path: Path, alice: User
+) -> None:
+    """The configured terms know nothing of an in-house model: its own name is a term too."""
+    campaign = import_answers(
+        tmp_path,
+        "campaign,task_type,item_id,model,content\r\n"
+        "harness,AR,q0,acme/Acme-7B-Chat,I am Acme-7B and the answer is red.\r\n"
+        "harness,AR,q0,ernie-4.5-0.3b,The answer is blue.\r\n",
+    )
+    acme = campaign.generations.get(endpoint__model="acme/Acme-7B-Chat")
+    assert acme.identity_leaks == ["Acme"]
+
+    _, html = first_assignment(logged_in(alice))
+
+    assert "acme" not in html.casefold()
+    assert "I am ■" in html or "I am [■■■]" in html

@@ -14,6 +14,7 @@ from inference.leaks import (
     find_leaks,
     mask_leaks,
     terms_from_settings,
+    terms_with_models,
 )
 
 MARKER = "[■■■]"
@@ -425,3 +426,20 @@ def test_a_200_kb_answer_with_evasions_is_masked() -> None:
         * repeats
     )
     assert find_leaks(text) == ["ERNIE", "Qwen", "文心一言", "Claude", "GPT"]
+
+
+def test_a_studys_own_models_add_their_family_names_to_the_terms() -> None:
+    terms = terms_with_models(
+        [
+            ("Acme 7B", "acme/Acme-7B-Chat"),
+            ("ERNIE", "baidu/ERNIE-4.5-0.3B-Paddle"),
+            ("x", "yi-34b"),
+        ]
+    )
+
+    assert "Acme" in terms
+    assert [t for t in terms if t.casefold() == "ernie"] == ["ERNIE"]  # already a term: once
+    assert not {"x", "yi", "yi-34b"} & {t.casefold() for t in terms}  # too short to be safe
+    assert find_leaks("I am Acme-7B-Chat, happy to help.", terms) == ["Acme"]
+    assert mask_leaks("I am Acme-7B-Chat.", terms)[0] == "I am [■■■]."
+    assert find_leaks("I am Acme-7B-Chat, happy to help.") == []  # the configured terms alone
