@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from inference.csv_reading import restore, utf8_problem
+from inference.csv_reading import header_problems, restore, utf8_problem
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -336,15 +336,7 @@ def _parse(reader: Any) -> ParsedScores:
     except csv.Error as error:
         raise ScoreImportError([f"1: header: {error}"]) from None
     columns = [name.strip() for name in header]
-    problems = [
-        f"1: {name}: missing column (required: {', '.join(REQUIRED_COLUMNS)})"
-        for name in REQUIRED_COLUMNS
-        if name not in columns
-    ]
-    problems += [
-        f"1: {name}: the column appears twice"
-        for name in sorted({name for name in columns if columns.count(name) > 1})
-    ]
+    problems = header_problems(columns, REQUIRED_COLUMNS)
     if problems:
         raise ScoreImportError(problems)
     warnings = [

@@ -55,7 +55,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .csv_reading import restore, utf8_problem
+from .csv_reading import header_problems, restore, utf8_problem
 from .generations_export import columns as export_columns
 from .leaks import find_leaks, terms_with_models
 from .models import (
@@ -193,15 +193,7 @@ def _csv_records(text: io.TextIOWrapper, problems: list[str]) -> Iterator[tuple[
 
 
 def _check_columns(columns: list[str]) -> None:
-    problems = [
-        f"1: {name}: missing column (required: {', '.join(REQUIRED_COLUMNS)})"
-        for name in REQUIRED_COLUMNS
-        if name not in columns
-    ]
-    problems += [
-        f"1: {name}: the column appears twice"
-        for name in sorted({name for name in columns if columns.count(name) > 1})
-    ]
+    problems = header_problems(columns, REQUIRED_COLUMNS)
     if problems:
         raise GenerationImportError(problems)
 
