@@ -156,6 +156,13 @@ class ReviewSettings(models.Model):
             "reviewers. Permanent: hiding the results again does not re-open grading."
         ),
     )
+    judge_guided_order = models.BooleanField(
+        default=False,
+        help_text=_(
+            "Serve first the items whose judge scores are closest between models, or that a "
+            "judge could not score: early human scores go where the judge decides least."
+        ),
+    )
     reviewers = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,

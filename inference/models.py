@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -223,6 +223,17 @@ class Campaign(models.Model):
     )
     status = models.CharField(
         max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT
+    )
+    judges = models.ManyToManyField(
+        ModelEndpoint,
+        blank=True,
+        related_name="judged_campaigns",
+        help_text=_("Endpoints that score this campaign's answers next to people (DESIGN §10)."),
+    )
+    judge_params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=_("Sampling settings for the judges (temperature, max_tokens, ...)."),
     )
     vision_items_to_text_models = models.BooleanField(
         default=False,
@@ -533,3 +544,120 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign.slug}/{self.item.external_id}/{self.endpoint.slug}#{self.sample}"
+
+
+class JudgementStatus(models.TextChoices):
+    """A judgement waits, runs, then ends with a score read (`parsed`) or without one."""
+
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    PARSED = "parsed", _("parsed")
+    UNPARSEABLE = "unparseable", _("unparseable")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+JUDGEMENT_FINISHED_STATUSES = (
+    JudgementStatus.PARSED,
+    JudgementStatus.UNPARSEABLE,
+    JudgementStatus.FAILED,
+    JudgementStatus.CANCELLED,
+)
+JUDGEMENT_IN_FLIGHT_STATUSES = (JudgementStatus.QUEUED, JudgementStatus.RUNNING)
+JUDGEMENT_RETRYABLE_STATUSES = (JudgementStatus.FAILED, JudgementStatus.CANCELLED)
+
+
+class JudgementQuerySet(models.QuerySet["Judgement"]):
+    def finished(self) -> JudgementQuerySet:
+        return self.filter(status__in=JUDGEMENT_FINISHED_STATUSES)
+
+    def in_flight(self) -> JudgementQuerySet:
+        return self.filter(status__in=JUDGEMENT_IN_FLIGHT_STATUSES)
+
+    def retryable(self) -> JudgementQuerySet:
+        return self.filter(status__in=JUDGEMENT_RETRYABLE_STATUSES)
+
+    def parsed(self) -> JudgementQuerySet:
+        """Judgements with a score."""
+        return self.filter(status=JudgementStatus.PARSED, score__isnull=False)
+
+
+class Judgement(models.Model):
+    """One judge's reading of one answer under one judge-prompt version (DESIGN §10).
+
+    Dispatched like a generation (per-endpoint caps, leases, retries): the dispatch fields and
+    the timing, usage and record fields mean what they mean on `Generation`. `request` holds the
+    messages as sent, images as hashes; `raw_output` the judge's whole reply. A reply no score
+    can be read from is `unparseable`, never a default score. A new prompt version makes new
+    judgements; old ones are kept.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judgements")
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="judgements")
+    judge = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="judgements")
+    prompt_version = models.CharField(max_length=40)
+
+    status = models.CharField(
+        max_length=16, choices=JudgementStatus.choices, default=JudgementStatus.QUEUED
+    )
+    score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(10)]
+    )
+    rationale = models.TextField(blank=True)
+    raw_output = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    problem = models.CharField(
+        max_length=500, blank=True, help_text=_("Why no score could be read from the reply.")
+    )
+
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+
+    request = models.JSONField(
+        default=dict, blank=True, help_text=_("Exact request; images as hashes.")
+    )
+    finish_reason = models.CharField(max_length=32, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    simulated = models.BooleanField(default=False)
+
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_source = models.CharField(max_length=16, choices=UsageSource.choices, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    response_time_ms = models.FloatField(null=True, blank=True)
+    decode_tps = models.FloatField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    timing_quality = models.CharField(max_length=16, choices=TimingQuality.choices, blank=True)
+    scheduling_lag_ms = models.FloatField(null=True, blank=True)
+
+    served_model = models.CharField(max_length=200, blank=True)
+    system_fingerprint = models.CharField(max_length=200, blank=True)
+    server_version = models.CharField(max_length=200, blank=True)
+    gradebench_version = models.CharField(max_length=40, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JudgementQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["campaign", "generation", "judge", "prompt_version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["generation", "judge", "prompt_version"], name="unique_judgement"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["judge", "status"]),
+            models.Index(fields=["campaign", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.generation} judged by {self.judge.slug} ({self.prompt_version})"
