@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from inference.models import Campaign, CampaignStatus, Generation
 
+from . import judge_order
 from .blind_sheet import label as answer_label
 from .models import (
     Assignment,
@@ -71,8 +72,17 @@ def still_gradable(reviewer: Any) -> Any:
 
 
 def sync_units(campaign: Campaign) -> int:
-    """Create review units for items whose answers are all in (at least one succeeded)."""
+    """Create review units for items whose answers are all in (at least one succeeded).
+
+    Then bring the judge-guided order up to date (`judge_order.refresh`).
+    """
     review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
+    created = _create_units(campaign, review)
+    judge_order.refresh(campaign, review)
+    return created
+
+
+def _create_units(campaign: Campaign, review: ReviewSettings) -> int:
     # .order_by(): these are sets; the model's default ordering would add joins and a sort.
     busy = set(campaign.generations.in_flight().order_by().values_list("item_id", "sample"))
     answered = campaign.generations.reviewable()
@@ -243,7 +253,7 @@ def next_assignment(reviewer: Any, campaign: Campaign | None = None) -> Assignme
                 holders__lt=F("campaign__review__reviewers_per_output"),
             )
             .exclude(assignments__reviewer=reviewer)
-            .order_by("submitted", "holders", "shuffle_key")
+            .order_by("submitted", "holders", "judge_rank", "shuffle_key")
         )
         # One reviewer at a time picks from a campaign: lock its review settings (in pk order,
         # so two reviewers of overlapping campaigns cannot deadlock). The pick is a couple of

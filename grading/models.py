@@ -207,6 +207,8 @@ class ReviewUnit(models.Model):
     # order that does not follow creation (and so reveals nothing).
     shuffle_key = models.PositiveIntegerField(default=0)
     held_for_admin = models.BooleanField(default=False)
+    # The judge-guided order's rank (grading/judge_order.py): 0 for every unit when it is off.
+    judge_rank = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -222,8 +224,14 @@ class ReviewUnit(models.Model):
                 name="unique_single_answer_unit",
             ),
         ]
-        # The order next_assignment walks: least submitted, then least held, then shuffled.
-        indexes = [models.Index(fields=["campaign", "submitted", "holders", "shuffle_key"])]
+        # The order next_assignment walks: least submitted, then least held, then (with the
+        # judge-guided order) what the judges decide least, then shuffled.
+        indexes = [
+            models.Index(
+                fields=["campaign", "submitted", "holders", "judge_rank", "shuffle_key"],
+                name="review_unit_queue_order",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.campaign.slug}/{self.item_id}#{self.sample}"
