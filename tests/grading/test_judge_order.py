@@ -128,8 +128,10 @@ def test_single_answer_units_rank_by_their_answers_closest_rival() -> None:
     campaign, _ = judged_campaign({"x": [2, 3, 9], "y": [None, 0, 10]}, layout=Layout.SINGLE)
     queue.sync_units(campaign)
     rank_of = {
-        (unit.item.external_id, unit.generation.endpoint.slug): unit.judge_rank
-        for unit in ReviewUnit.objects.select_related("item", "generation__endpoint")
+        (item_id, model): rank
+        for item_id, model, rank in ReviewUnit.objects.values_list(
+            "item__external_id", "generation__endpoint__slug", "judge_rank"
+        )
     }
     # Item y has an answer the judge could not score: each of its answers has an undecided
     # rival, so all three come first; then x's m0 and m1 (1 apart), then x's m2 (6 from m1).
@@ -168,5 +170,5 @@ def test_ranks_serve_undecided_then_increasing_margins(seed: int) -> None:
         for u in served
     ]
     assert order == sorted(order)
-    decided = [margins[u] for u in served if margins[u] not in (None, judge_order.UNDECIDED)]
+    decided = [margins[u] or 0.0 for u in served if margins[u] not in (None, judge_order.UNDECIDED)]
     assert decided == sorted(decided)
