@@ -38,6 +38,7 @@ from inference.models import (
     validate_slug,
 )
 
+from .assignment import COMMENT_MAX_CHARS
 from .models import ReviewSettings, Rubric, Score
 from .scores_export import COLUMNS
 
@@ -295,7 +296,7 @@ class _RowParser:
             line=line,
             task_type=task_type.pk,
             score=score,
-            comment=cells.get("comment"),
+            comment=text("comment", COMMENT_MAX_CHARS),
             flagged=flagged,
             position=position,
             scored_at=scored_at,

@@ -595,6 +595,20 @@ def test_a_score_outside_0_to_10_rejects_the_file(
     assert snapshot() == before
 
 
+def test_a_comment_longer_than_the_review_form_takes_rejects_the_file(
+    exported: str, tmp_path: Path
+) -> None:
+    # The same cap as the review form: an import cannot store what a reviewer could not write.
+    elsewhere = with_cell(with_cell(exported, "campaign", "elsewhere"), "campaign", "elsewhere", 2)
+    text = with_cell(elsewhere, "comment", "x" * 5001, 2)
+    before = snapshot()
+
+    assert rejected(tmp_path, text) == ["3: comment: longer than 5000 characters"]
+    assert snapshot() == before
+    run_import(tmp_path, text.replace("x" * 5001, "x" * 5000))
+    assert 5000 in {len(row["comment"]) for row in export_rows("--campaign", "elsewhere")}
+
+
 def test_an_unknown_task_type_rejects_the_file(exported: str, tmp_path: Path) -> None:
     text = with_cell(with_cell(exported, "campaign", "elsewhere"), "task_type", "XYZ", 2)
     before = snapshot()
