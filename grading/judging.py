@@ -76,7 +76,10 @@ def create_judgements(campaign: Campaign, *, prompt_version: str = PROMPT_VERSIO
             Prefetch(
                 "item",
                 queryset=TaskItem.objects.select_related("task_type").prefetch_related(
-                    Prefetch("item_images", queryset=TaskItemImage.objects.only("pk", "item_id"))
+                    Prefetch(
+                        "item_images",
+                        queryset=TaskItemImage.objects.only("pk", "item_id").order_by(),
+                    )
                 ),
             )
         )

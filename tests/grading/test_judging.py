@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from grading.judge_prompt import PROMPT_VERSION
 from grading.judging import JudgingError, create_judgements
@@ -243,3 +245,22 @@ def test_run_judges_errors_are_clear(study, slug: str, message: str) -> None:
     with pytest.raises(CommandError, match=message):
         run_judges(slug)
     assert not Judgement.objects.exists()
+
+
+@pytest.mark.parametrize("items", [1, 30])
+def test_query_count_does_not_grow_with_the_answers(items: int) -> None:
+    """Apart from the inserts (batched, and in smaller batches on SQLite), a fixed number."""
+    suite = builders.suite("many", ["AR", "CK", "VQA"] * items)
+    models = [builders.endpoint(f"m{n}") for n in range(3)]
+    campaign = builders.campaign("many", suite, models)
+    campaign.judges.set([builders.endpoint("j1"), builders.endpoint("j2")])
+    Generation.objects.bulk_create(
+        builders.new_generation(campaign, item, model)
+        for item in suite.items.all()
+        for model in models
+    )
+    with CaptureQueriesContext(connection) as queries:
+        created = create_judgements(campaign)
+    assert created == 3 * items * 3 * 2
+    reads = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith("INSERT")]
+    assert len(reads) <= 13, "\n".join(reads)  # savepoints included
