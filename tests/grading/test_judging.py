@@ -4,6 +4,7 @@ imported answer and a placeholder, and the expected judgements recomputed from t
 
 from __future__ import annotations
 
+import random
 from io import StringIO
 from typing import Any
 
@@ -264,3 +265,31 @@ def test_query_count_does_not_grow_with_the_answers(items: int) -> None:
     assert created == 3 * items * 3 * 2
     reads = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith("INSERT")]
     assert len(reads) <= 13, "\n".join(reads)  # savepoints included
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_studies_get_exactly_one_judgement_per_reviewable_answer_and_judge(
+    seed: int,
+) -> None:
+    """Messy random studies (shared models, failed and unscored answers, two samples, imported
+    answers), judges drawn at random among all endpoints, some of them the campaign's own
+    models: the judgements made are recomputed from the answers."""
+    rng = random.Random(seed)
+    made = builders.random_study(rng)
+    callable_ = ModelEndpoint.objects.exclude(pk__in=ModelEndpoint.objects.external())
+    pool = [*callable_.order_by("slug"), builders.endpoint("outside-judge")]
+    want: dict[str, set[tuple[int, int]]] = {}
+    for entry in made.campaigns:
+        campaign = Campaign.objects.get(slug=entry.slug)
+        judges = rng.sample(pool, rng.randint(1, 3))
+        campaign.judges.set(judges)
+        want[entry.slug] = expected(campaign, judges)
+    order = [entry.slug for entry in made.campaigns]
+    rng.shuffle(order)
+    for slug in order:
+        campaign = Campaign.objects.get(slug=slug)
+        assert create_judgements(campaign) == len(want[slug])
+        assert create_judgements(campaign) == 0
+    for slug, pairs_wanted in want.items():
+        assert pairs(Campaign.objects.get(slug=slug)) == pairs_wanted
+    assert Judgement.objects.count() == sum(len(p) for p in want.values())
