@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from inference.leaks import mask_leaks
@@ -166,7 +166,7 @@ def judge_input(
     )
 
 
-def request_for(judge_input: JudgeInput) -> Mapping[str, object]:
+def request_for(judge_input: JudgeInput) -> dict[str, object]:
     """The judgement's stored request: the messages, text only (the dispatch adds the images
     for judges that see them, the model and the sampling settings)."""
     return {"messages": render_messages(judge_input)}

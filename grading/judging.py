@@ -87,8 +87,13 @@ def create_judgements(campaign: Campaign, *, prompt_version: str = PROMPT_VERSIO
     )
     rubric = RubricText()
     terms = masked_terms(campaign.pk)
-    rows = []
-    for answer in answers:
+    made = campaign.judgements.filter(prompt_version=prompt_version)
+    before = made.count()
+    rows: list[Judgement] = []
+    # In batches, each committed on its own: memory stays flat however many answers there
+    # are, and no write lock is held while prompts are built. A run cut short leaves whole
+    # judgements only, and running again completes it.
+    for answer in answers.iterator(chunk_size=BATCH_SIZE):
         missing = [judge for judge in judges if (answer.pk, judge.pk) not in done]
         if not missing:
             continue
@@ -99,15 +104,16 @@ def create_judgements(campaign: Campaign, *, prompt_version: str = PROMPT_VERSIO
                 generation=answer,
                 judge=judge,
                 prompt_version=prompt_version,
-                request=dict(request),
+                request=request,
             )
             for judge in missing
         ]
+        if len(rows) >= BATCH_SIZE:
+            Judgement.objects.bulk_create(rows, ignore_conflicts=True)
+            rows = []
+    Judgement.objects.bulk_create(rows, ignore_conflicts=True)
+    created = made.count() - before
     judge_ids = [judge.pk for judge in judges]
-    with transaction.atomic():
-        before = campaign.judgements.filter(prompt_version=prompt_version).count()
-        Judgement.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
-        created = campaign.judgements.filter(prompt_version=prompt_version).count() - before
-        # Also when nothing is new: queued judgements left waiting are started again.
-        transaction.on_commit(lambda: dispatch.pump(judge_ids))
+    # Also when nothing is new: queued judgements left waiting are started again.
+    transaction.on_commit(lambda: dispatch.pump(judge_ids))
     return created
