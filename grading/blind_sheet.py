@@ -85,6 +85,13 @@ class Sheet:
     submitted: bool
 
 
+def masked_terms(campaign_id: int) -> list[str]:
+    """The words masked in a campaign's answers wherever they are shown blind: the configured
+    model and vendor names and the family names of the campaign's own models."""
+    models = ModelEndpoint.objects.filter(members__campaign_id=campaign_id)
+    return terms_with_models(models.values_list("name", "model"))
+
+
 def build_sheet(assignment: Assignment) -> Sheet:
     """The blinded content of an assignment, answers in the reviewer's order."""
     unit = assignment.unit
@@ -105,8 +112,7 @@ def build_sheet(assignment: Assignment) -> Sheet:
         s.generation_id: s
         for s in Score.objects.filter(assignment=assignment, reviewer_id=assignment.reviewer_id)
     }
-    models = ModelEndpoint.objects.filter(members__campaign_id=unit.campaign_id)
-    terms = terms_with_models(models.values_list("name", "model"))
+    terms = masked_terms(unit.campaign_id)
     answers = []
     for position, public_id in enumerate(assignment.order):
         generation = generations[public_id]

@@ -4,6 +4,11 @@ The file is validated whole before anything is written; every problem is reporte
 path of the key it concerns (`campaigns[1].models[0]: unknown endpoint "x"`). Loading the same
 file twice changes nothing; a changed file updates what changed, except the sampling settings
 of a campaign that already has generations, which are part of its record.
+
+A campaign's judges (DESIGN §10: `"judges"`, `"judge_params"`) are not part of that record:
+they score answers after the fact, so they change whenever the file does, answers or not. An
+external endpoint (no base URL) cannot judge, since nothing ever calls it; a judge that is
+also one of the campaign's models is allowed and reported, as it grades its own answers.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ CAMPAIGN_KEYS = {
     "layout": "optional",
     "show_reasoning": "optional",
     "identity_leaks": "optional",
+    "judges": "optional",
+    "judge_params": "optional",
 }
 # Sampling settings a campaign may set; every model of the campaign gets the same ones.
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
@@ -269,6 +276,8 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     for slug in {s for s in slugs if slugs.count(s) > 1}:
         check.problem("endpoints", f"slug {slug!r} appears more than once")
     known_endpoints = set(slugs) | set(ModelEndpoint.objects.values_list("slug", flat=True))
+    # An endpoint the file defines has a base URL; one it only names may be external.
+    external = set(ModelEndpoint.objects.external().values_list("slug", flat=True)) - set(slugs)
 
     campaigns: list[dict[str, Any]] = []
     for where, raw in check.entries(data, "campaigns", CAMPAIGN_KEYS):
@@ -306,6 +315,10 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if len(set(models)) != len(models):
             check.problem(f"{where}.models", "lists an endpoint more than once")
         campaign["models"] = models
+        campaign["judges"] = _judges(check, raw, where, known_endpoints, external)
+        campaign["judge_params"] = check.params(
+            raw.get("judge_params", {}), f"{where}.judge_params"
+        )
 
         overrides = raw.get("overrides", {})
         campaign["overrides"] = {}
@@ -341,6 +354,27 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if check.problems:
         raise StudyError(check.problems)
     return endpoints, campaigns
+
+
+def _judges(
+    check: _Checker, raw: dict[str, Any], where: str, known: set[str], external: set[str]
+) -> list[str]:
+    """The campaign's judge slugs: known endpoints that can be called, each once."""
+    judges = raw.get("judges", [])
+    if not isinstance(judges, list) or not all(isinstance(j, str) for j in judges):
+        check.problem(f"{where}.judges", "must be a list of endpoint slugs")
+        return []
+    for position, slug in enumerate(judges):
+        if slug not in known:
+            check.problem(f"{where}.judges[{position}]", f"unknown endpoint {slug!r}")
+        elif slug in external:
+            check.problem(
+                f"{where}.judges[{position}]",
+                f"endpoint {slug!r} is external (no base URL, never called), so it cannot judge",
+            )
+    if len(set(judges)) != len(judges):
+        check.problem(f"{where}.judges", "lists an endpoint more than once")
+    return judges
 
 
 def _apply(instance: Any, values: dict[str, Any]) -> bool:
@@ -385,7 +419,11 @@ def _load_campaign(values: dict[str, Any], result: StudyResult) -> None:
     if campaign is None:
         campaign = Campaign(slug=slug)
 
-    fields: dict[str, Any] = {"name": values["name"], "matchup": values["matchup"]}
+    fields: dict[str, Any] = {
+        "name": values["name"],
+        "matchup": values["matchup"],
+        "judge_params": values["judge_params"],
+    }
     if frozen:
         # The settings models ran under are part of the record; say so instead of changing them.
         current = _sampling_snapshot(campaign)
@@ -408,6 +446,12 @@ def _load_campaign(values: dict[str, Any], result: StudyResult) -> None:
             campaign.task_types.set(wanted_types)
             changed = True
         changed |= _sync_members(campaign, values["models"], values["overrides"])
+    changed |= _sync_judges(campaign, values["judges"], result, label, created=created)
+    for judge in campaign.judges.filter(members__campaign=campaign).order_by("slug"):
+        result.notes.append(
+            f"{label}: judge {judge.slug} is also one of its models, so it scores its own "
+            "answers (the results pages note it)"
+        )
 
     review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
     if _apply(
@@ -454,6 +498,26 @@ def _sync_members(campaign: Campaign, slugs: list[str], overrides: dict[str, Any
     return changed
 
 
+def _sync_judges(
+    campaign: Campaign, slugs: list[str], result: StudyResult, label: str, *, created: bool
+) -> bool:
+    """Make the campaign's judges these; say which were added and removed. Judgements already
+    made by a removed judge are kept."""
+    current = set(campaign.judges.values_list("slug", flat=True))
+    wanted = set(slugs)
+    if current == wanted:
+        return False
+    campaign.judges.set(ModelEndpoint.objects.filter(slug__in=wanted))
+    if not created:
+        changes = [
+            f"{verb} {', '.join(sorted(group))}"
+            for verb, group in (("added", wanted - current), ("removed", current - wanted))
+            if group
+        ]
+        result.notes.append(f"{label}: judges {'; '.join(changes)}")
+    return True
+
+
 def _sampling_snapshot(campaign: Campaign) -> dict[str, Any]:
     members = campaign.members.select_related("endpoint")
     return {
@@ -485,6 +549,9 @@ def study_entries(campaign: Campaign) -> dict[str, Any]:
     never written (the file names the variables they come from).
     """
     members = list(campaign.members.select_related("endpoint").order_by("position", "pk"))
+    judges = list(campaign.judges.order_by("slug"))
+    listed = [member.endpoint for member in members]
+    listed += [judge for judge in judges if judge not in listed]
     endpoints = [
         {
             "slug": e.slug,
@@ -500,7 +567,7 @@ def study_entries(campaign: Campaign) -> dict[str, Any]:
             "max_pixels": e.max_pixels,
             "timeout_s": e.timeout_s,
         }
-        for e in (member.endpoint for member in members)
+        for e in listed
     ]
     review = ReviewSettings.objects.filter(campaign=campaign).first() or ReviewSettings()
     entry = {
@@ -517,5 +584,7 @@ def study_entries(campaign: Campaign) -> dict[str, Any]:
         "layout": review.layout,
         "show_reasoning": review.show_reasoning,
         "identity_leaks": review.identity_leaks,
+        "judges": [judge.slug for judge in judges],
+        "judge_params": campaign.judge_params,
     }
     return {"endpoints": endpoints, "campaigns": [entry]}

@@ -15,7 +15,7 @@ from .models import Campaign
 
 
 class CsvExportCommand(BaseCommand):
-    """Base for `export_generations` and `export_scores`: `--campaign`, `--output`, `--bom`."""
+    """Base of the CSV export commands: `--campaign`, `--output`, `--bom`."""
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(

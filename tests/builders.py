@@ -35,6 +35,7 @@ from inference.models import (
     CampaignStatus,
     Generation,
     GenerationStatus,
+    Judgement,
     Modality,
     ModelEndpoint,
     Suite,
@@ -266,6 +267,20 @@ def new_score(
         position=position,
         rubric=rubric or Rubric.objects.current(),
         scored_at=at or timezone.now(),
+    )
+
+
+def new_judgement(
+    *, generation: Generation, judge: ModelEndpoint, prompt_version: str = "judge-v1", **fields: Any
+) -> Judgement:
+    """One judge's judgement of one answer (queued unless `fields` say otherwise), saved:
+    the remaining keywords go to `Judgement.objects.create` as they are."""
+    return Judgement.objects.create(
+        campaign=generation.campaign,
+        generation=generation,
+        judge=judge,
+        prompt_version=prompt_version,
+        **fields,
     )
 
 

@@ -23,6 +23,7 @@ from inference.models import (
     Generation,
     GenerationSource,
     GenerationStatus,
+    ModelEndpoint,
     TaskItem,
     TaskType,
 )
@@ -173,6 +174,29 @@ def test_manifest_study_entry_is_a_study_file_that_loads_back_unchanged(
     result = load_study(study)
     assert (result.created, result.updated, result.notes) == ([], [], [])
     assert sorted(result.unchanged) == ["campaign messy", "endpoint alpha", "endpoint beta"]
+
+
+def test_manifest_study_entry_keeps_the_judges_and_loads_back_unchanged(
+    messy: dict[str, Any],
+) -> None:
+    """A judge that is not a model of the campaign is written among the endpoints too; one
+    that is (beta) is written once."""
+    campaign = messy["campaign"]
+    judge = builders.endpoint("judge-large")
+    campaign.judges.set([judge, ModelEndpoint.objects.get(slug="beta")])
+    Campaign.objects.filter(pk=campaign.pk).update(judge_params={"temperature": 0, "seed": 1})
+    study = json.loads(export("messy"))["study"]
+    entry = study["campaigns"][0]
+    assert entry["judges"] == ["beta", "judge-large"]
+    assert entry["judge_params"] == {"temperature": 0, "seed": 1}
+    assert [e["slug"] for e in study["endpoints"]] == ["alpha", "beta", "judge-large"]
+    result = load_study(study)
+    assert (result.created, result.updated) == ([], [])
+    assert result.notes == [
+        "campaign messy: judge beta is also one of its models, so it scores its own answers "
+        "(the results pages note it)"
+    ]
+    assert sorted(campaign.judges.values_list("slug", flat=True)) == ["beta", "judge-large"]
 
 
 def canonical_hash(items: list[TaskItem]) -> str:

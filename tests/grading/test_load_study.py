@@ -225,3 +225,120 @@ def test_a_launched_campaign_keeps_its_sampling_settings_and_says_so(tmp_path: P
     small.refresh_from_db()
     assert small.params["temperature"] == 0.7
     assert small.name == "Small models, renamed"
+
+
+# --- Judges (DESIGN §10) ---------------------------------------------------------------------
+
+
+def judges_of(slug: str) -> list[str]:
+    return sorted(Campaign.objects.get(slug=slug).judges.values_list("slug", flat=True))
+
+
+def test_reference_study_gives_the_small_matchup_a_judge_that_is_not_one_of_its_models() -> None:
+    out = load(STUDY)
+    small = Campaign.objects.get(slug="small")
+    assert judges_of("small") == ["ernie-4.5-21b-a3b"]
+    assert small.judge_params == {"temperature": 0, "max_tokens": 512}
+    assert judges_of("medium") == judges_of("vision") == []
+    assert "scores its own answers" not in out
+
+
+def test_judges_load_once_and_a_changed_list_updates_only_that_campaign(tmp_path: Path) -> None:
+    load(STUDY)
+    assert "campaigns: created 0, updated 0, unchanged 3" in load(STUDY)
+    data = reference()
+    data["campaigns"][0]["judges"] = ["deepseek-r1-distill-qwen-32b", "qwen2.5-vl-32b"]
+    data["campaigns"][1]["judges"] = ["ernie-4.5-vl-28b-a3b"]
+    data["campaigns"][1]["judge_params"] = {"temperature": 0.0}
+    out = load(write(tmp_path, data))
+    assert "campaigns: created 0, updated 2, unchanged 1" in out
+    assert "campaign small: judges added deepseek-r1-distill-qwen-32b, qwen2.5-vl-32b; " in out
+    assert "removed ernie-4.5-21b-a3b" in out
+    assert "campaign medium: judges added ernie-4.5-vl-28b-a3b" in out
+    assert judges_of("small") == ["deepseek-r1-distill-qwen-32b", "qwen2.5-vl-32b"]
+    assert Campaign.objects.get(slug="medium").judge_params == {"temperature": 0.0}
+    # The same list in another order is the same list.
+    data["campaigns"][0]["judges"].reverse()
+    assert "campaigns: created 0, updated 0, unchanged 3" in load(write(tmp_path, data))
+    data["campaigns"][1]["judge_params"] = {"temperature": 0.3}
+    assert "campaigns: created 0, updated 1, unchanged 2" in load(write(tmp_path, data))
+    del data["campaigns"][0]["judges"]
+    out = load(write(tmp_path, data))
+    assert "campaign small: judges removed deepseek-r1-distill-qwen-32b, qwen2.5-vl-32b" in out
+    assert judges_of("small") == []
+
+
+def test_judges_change_even_when_the_campaign_already_has_answers(tmp_path: Path) -> None:
+    from tests import builders
+
+    load(STUDY)
+    small = Campaign.objects.get(slug="small")
+    item = builders.item(small.suite, "ar-1", "AR")
+    builders.generation(small, item, small.endpoints.all()[0])
+    data = reference()
+    data["campaigns"][0]["judges"] = ["deepseek-r1-distill-qwen-32b"]
+    out = load(write(tmp_path, data))
+    assert "campaign small: already has generations" not in out
+    assert judges_of("small") == ["deepseek-r1-distill-qwen-32b"]
+
+
+def test_a_model_judging_its_own_campaign_is_loaded_and_reported(tmp_path: Path) -> None:
+    from grading.judging import self_judges
+
+    data = reference()
+    data["campaigns"][0]["judges"] = ["ernie-4.5-21b-a3b", "ernie-4.5-0.3b"]
+    out = load(write(tmp_path, data))
+    assert (
+        "campaign small: judge ernie-4.5-0.3b is also one of its models, so it scores its own "
+        "answers" in out
+    )
+    small = Campaign.objects.get(slug="small")
+    assert [e.slug for e in self_judges(small)] == ["ernie-4.5-0.3b"]
+    assert self_judges(Campaign.objects.get(slug="medium")) == []
+    # Said again on every load: it is a standing fact, not a change.
+    assert "judge ernie-4.5-0.3b is also one of its models" in load(write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("judges", "message"),
+    [
+        (["gpt-9"], "campaigns[0].judges[0]: unknown endpoint 'gpt-9'"),
+        (["ernie-4.5-21b-a3b", "ernie-4.5-21b-a3b"], "campaigns[0].judges: lists an endpoint more"),
+        ("ernie-4.5-21b-a3b", "campaigns[0].judges: must be a list of endpoint slugs"),
+        ([7], "campaigns[0].judges: must be a list of endpoint slugs"),
+        (["imported-model"], "campaigns[0].judges[0]: endpoint 'imported-model' is external"),
+    ],
+)
+def test_bad_judges_load_nothing(tmp_path: Path, judges: object, message: str) -> None:
+    ModelEndpoint.objects.create(slug="imported-model", name="Imported", model="x/imported")
+    data = reference()
+    data["campaigns"][0]["judges"] = judges
+    err = StringIO()
+    with pytest.raises(CommandError, match="nothing was loaded"):
+        call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=err)
+    assert message in err.getvalue()
+    assert Campaign.objects.count() == 0
+    assert ModelEndpoint.objects.count() == 1
+
+
+def test_bad_judge_params_load_nothing(tmp_path: Path) -> None:
+    data = reference()
+    data["campaigns"][0]["judge_params"] = {"temperature": "low", "beam": 2}
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=err)
+    assert "campaigns[0].judge_params.temperature: has the wrong type" in err.getvalue()
+    assert "campaigns[0].judge_params.beam: unknown sampling setting" in err.getvalue()
+    assert Campaign.objects.count() == 0
+
+
+def test_an_external_model_defined_in_the_file_with_a_base_url_may_judge(tmp_path: Path) -> None:
+    """The file's definition wins over the database's: with a base URL it can be called."""
+    ModelEndpoint.objects.create(slug="imported-model", name="Imported", model="x/imported")
+    data = reference()
+    data["endpoints"].append(
+        {**data["endpoints"][0], "slug": "imported-model", "name": "Imported", "model": "x/i"}
+    )
+    data["campaigns"][0]["judges"] = ["imported-model"]
+    load(write(tmp_path, data))
+    assert judges_of("small") == ["imported-model"]

@@ -1,7 +1,9 @@
 """`manage.py demo`: everything `make demo` runs, supervised as one process.
 
 Sets up the database and the reference study, makes sure the demo admin and reviewer exist,
-then runs the model simulator, a Celery worker and the web server side by side. Ctrl-C (or
+then runs the model simulator, a Celery worker and the web server side by side. Once all the
+answers of a campaign with judges are in (the reference study's small matchup has one), it
+runs the judges, so the results pages show judgements next to the reviewers' scores. Ctrl-C (or
 SIGTERM) stops every process it started, the worker first: its warm shutdown hands the
 generations it is running back to the queue while the simulator still answers, and the next
 start runs them.
@@ -31,6 +33,8 @@ CREDENTIALS_FILE = "demo-credentials.txt"
 WORKER_STOP_S = 20.0
 """How long the worker gets to stop before it is killed (it hands its work back at once)."""
 OTHERS_STOP_S = 10.0
+JUDGES_CHECK_S = 2.0
+"""How often the demo looks whether a judged campaign's answers are all in."""
 
 
 class Command(BaseCommand):
@@ -166,15 +170,21 @@ class Command(BaseCommand):
             )
 
         url = f"http://{host}:{port}/"
+        to_judge: set[int] = set()
         if _wait_for(url + "healthz", list(processes.values()), timeout_s=90):
             if launch:
                 self.launch_campaigns()
+            to_judge = judged_campaigns()
             self.print_credentials(credentials, url)
+        last_check = 0.0
         while True:
             for process in processes.values():
                 if process.poll() is not None:
                     self.stderr.write(f"a demo process exited with status {process.returncode}")
                     stop()
+            if to_judge and time.monotonic() - last_check > JUDGES_CHECK_S:
+                to_judge = self.judge_answered(to_judge)
+                last_check = time.monotonic()
             time.sleep(0.5)
 
     def launch_campaigns(self) -> None:
@@ -187,6 +197,28 @@ class Command(BaseCommand):
             created = dispatch.launch(campaign)
             self.stdout.write(f"campaign {campaign.slug}: {created} new generations queued")
 
+    def judge_answered(self, waiting: set[int]) -> set[int]:
+        """Run the judges of each campaign in `waiting` whose answers are all in (none queued
+        or running); return the campaigns still waiting for answers."""
+        from grading.judging import JudgingError, create_judgements
+        from inference.models import Campaign
+
+        still = set()
+        for campaign in Campaign.objects.filter(pk__in=waiting).order_by("slug"):
+            answers = campaign.generations.all()
+            if not answers.exists() or answers.in_flight().exists():
+                still.add(campaign.pk)
+                continue
+            try:
+                created = create_judgements(campaign)
+            except JudgingError as error:
+                self.stderr.write(str(error))
+                continue
+            self.stdout.write(
+                f"campaign {campaign.slug}: answers are in, {created} new judgements queued"
+            )
+        return still
+
     def print_credentials(self, credentials: dict[str, str], url: str | None) -> None:
         lines = ["", "gradebench demo is ready" if url else "gradebench demo data is ready"]
         if url:
@@ -196,6 +228,13 @@ class Command(BaseCommand):
         if url:
             lines.append("  stop       Ctrl-C")
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+
+
+def judged_campaigns() -> set[int]:
+    """The campaigns that list judges (ids)."""
+    from inference.models import Campaign
+
+    return set(Campaign.objects.filter(judges__isnull=False).values_list("pk", flat=True))
 
 
 def stop_processes(
