@@ -63,6 +63,7 @@ CAMPAIGN_KEYS = {
     "reviewers_per_output": "optional",
     "layout": "optional",
     "show_reasoning": "optional",
+    "judge_guided_order": "optional",
     "identity_leaks": "optional",
     "judges": "optional",
     "judge_params": "optional",
@@ -293,6 +294,7 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             ),
             "layout": check.choice(raw, "layout", where, list(Layout.values), Layout.SIDE_BY_SIDE),
             "show_reasoning": check.boolean(raw, "show_reasoning", where, False),
+            "judge_guided_order": check.boolean(raw, "judge_guided_order", where, False),
             "identity_leaks": check.choice(
                 raw,
                 "identity_leaks",
@@ -461,6 +463,7 @@ def _load_campaign(values: dict[str, Any], result: StudyResult) -> None:
             "layout": values["layout"],
             "show_reasoning": values["show_reasoning"],
             "identity_leaks": values["identity_leaks"],
+            "judge_guided_order": values["judge_guided_order"],
         },
     ):
         review.save()
@@ -586,5 +589,6 @@ def study_entries(campaign: Campaign) -> dict[str, Any]:
         "identity_leaks": review.identity_leaks,
         "judges": [judge.slug for judge in judges],
         "judge_params": campaign.judge_params,
+        "judge_guided_order": review.judge_guided_order,
     }
     return {"endpoints": endpoints, "campaigns": [entry]}

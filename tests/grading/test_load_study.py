@@ -342,3 +342,18 @@ def test_an_external_model_defined_in_the_file_with_a_base_url_may_judge(tmp_pat
     data["campaigns"][0]["judges"] = ["imported-model"]
     load(write(tmp_path, data))
     assert judges_of("small") == ["imported-model"]
+
+
+def test_the_judge_guided_order_is_a_campaign_setting_of_the_file(tmp_path: Path) -> None:
+    load(STUDY)
+    assert not ReviewSettings.objects.get(campaign__slug="small").judge_guided_order
+    data = reference()
+    data["campaigns"][0]["judge_guided_order"] = True
+    assert "campaigns: created 0, updated 1, unchanged 2" in load(write(tmp_path, data))
+    assert ReviewSettings.objects.get(campaign__slug="small").judge_guided_order
+    data["campaigns"][0]["judge_guided_order"] = "yes"
+    err = StringIO()
+    with pytest.raises(CommandError, match="nothing was loaded"):
+        call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=err)
+    assert "campaigns[0].judge_guided_order:" in err.getvalue()
+    assert ReviewSettings.objects.get(campaign__slug="small").judge_guided_order
