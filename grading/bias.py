@@ -39,7 +39,8 @@ Length bias (`length_association`, `length_controlled`)
 ------------------------------------------------------
 An answer's length is its completion tokens when the server or tokenizer said (DESIGN §5), else
 its number of characters; a comparison uses one unit throughout, tokens only when every answer
-in it has a count (`lengths`). `length_association` is Spearman's rank correlation, over a
+in it has a count (`lengths`). A score imported without its answer's text and token count has
+no length and stays out. `length_association` is Spearman's rank correlation, over a
 model's answers in one task type, between the answer's length and its mean score (each answer
 counts once however many reviewers scored it); its CI resamples items (with all their samples)
 and recomputes rho; resamples where either variable is constant have no rho and are skipped.
@@ -63,6 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +73,7 @@ from scipy import stats as scipy_stats
 from . import stats
 
 FloatArray = npt.NDArray[np.float64]
+K = TypeVar("K", bound=Hashable)
 RESAMPLES = 2000
 FIRST, SECOND = 0, 1
 
@@ -193,15 +196,19 @@ def position_balance(rows: Iterable[tuple[Hashable, int | None]]) -> PositionBal
 # Length bias ------------------------------------------------------------------------------------
 
 
-def lengths(tokens: Sequence[int | None], characters: Sequence[int]) -> tuple[list[int], str]:
+def lengths(
+    tokens: Sequence[int | None], characters: Sequence[int | None]
+) -> tuple[list[int | None], str]:
     """Answer lengths in one unit: completion tokens if every answer has a count, else characters.
 
-    Returns the lengths and their unit, "tokens" or "characters".
+    Returns the lengths and their unit, "tokens" or "characters". A character count is None for
+    an answer whose text we do not hold (a score imported without it); without a token count
+    either, its length is None and it leaves the length analyses.
     """
     if len(tokens) != len(characters):
         raise ValueError("one token count and one character count per answer")
     if all(t is not None for t in tokens):
-        return [int(t) for t in tokens if t is not None], "tokens"
+        return list(tokens), "tokens"
     return list(characters), "characters"
 
 
@@ -284,8 +291,8 @@ def _weighted_lines(
 
 
 def length_controlled(
-    a: Mapping[Hashable, tuple[float, float]],
-    b: Mapping[Hashable, tuple[float, float]],
+    a: Mapping[K, tuple[float, float]],
+    b: Mapping[K, tuple[float, float]],
     *,
     seed: int = stats.SEED,
     resamples: int = RESAMPLES,
