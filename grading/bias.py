@@ -85,13 +85,29 @@ def _percentiles(boot: FloatArray, items: int) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _draws(items: int, seed: int, resamples: int) -> npt.NDArray[np.float64]:
-    """How many times each item is drawn in each resample: shape (resamples, items)."""
+CHUNK = 100
+"""Resamples drawn at a time, so memory stays bounded however many items there are."""
+
+
+def resampled_sums(
+    values: npt.ArrayLike, *, seed: int = stats.SEED, resamples: int = RESAMPLES
+) -> FloatArray:
+    """Column sums of `values` (one row per item) over bootstrap resamples of its rows.
+
+    Each resample draws as many rows as there are, with replacement; shape (resamples,
+    columns). Drawn `CHUNK` resamples at a time from `numpy.random.default_rng(seed)`.
+    """
+    table = np.asarray(values, dtype=np.float64)
+    items = table.shape[0]
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, items, (resamples, items))
-    counts = np.zeros((resamples, items))
-    np.add.at(counts, (np.arange(resamples)[:, np.newaxis], picks), 1)
-    return counts
+    sums = []
+    for start in range(0, resamples, CHUNK):
+        size = min(CHUNK, resamples - start)
+        picks = rng.integers(0, items, (size, items), dtype=np.int32)  # 3× faster than int64
+        flat = (np.arange(size)[:, np.newaxis] * items + picks).ravel()
+        counts = np.bincount(flat, minlength=size * items).reshape(size, items)
+        sums.append(counts @ table)
+    return np.concatenate(sums)
 
 
 # Position bias ----------------------------------------------------------------------------------
@@ -153,8 +169,8 @@ def position_bias(
     if items == 1:
         low = high = effect
     else:
-        draws = _draws(items, seed, resamples)
-        low, high = _percentiles(draws @ total / (draws @ pairs), items)
+        boot = resampled_sums(table, seed=seed, resamples=resamples)
+        low, high = _percentiles(boot[:, 0] / boot[:, 1], items)
     item_means = total / pairs
     p_value: float | None
     if items < 2:
@@ -245,11 +261,15 @@ def length_association(
     n_items = len(groups)
     if rho is None or n_items < 2:
         return LengthAssociation(rho, None, None, len(flat), n_items)
-    starts = np.cumsum([0] + [len(g) for g in groups])
+    sizes = np.array([len(g) for g in groups])
+    starts = np.cumsum(sizes) - sizes
     rng = np.random.default_rng(seed)
     boot = []
     for picks in rng.integers(0, n_items, (resamples, n_items)):
-        rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in picks])
+        # The rows of the picked items, in one array: each item's start plus 0, 1, … its size.
+        counts = sizes[picks]
+        offsets = np.repeat(starts[picks] - (np.cumsum(counts) - counts), counts)
+        rows = offsets + np.arange(counts.sum())
         value = _spearman(flat[rows, 0], flat[rows, 1])
         if value is not None:
             boot.append(value)
@@ -272,17 +292,11 @@ class LengthControlled:
     items: int
 
 
-def _weighted_lines(
-    weights: FloatArray, x: FloatArray, y: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Intercepts and slopes of the weighted least-squares lines of y on x, one per weight row.
-
-    NaN where the weighted x is constant (no line).
+def _lines(sums: FloatArray, centre: float) -> tuple[FloatArray, FloatArray]:
+    """Intercepts and slopes of least-squares lines from rows of sums (n, Σx, Σy, Σx², Σxy) of
+    lengths centred on `centre` (for accuracy when lengths are large); NaN where x is constant.
     """
-    centre = float(x.mean())  # fitted on centred lengths, for accuracy when they are large
-    xc = x - centre
-    w, sx, sy = weights.sum(axis=-1), weights @ xc, weights @ y
-    sxx, sxy = weights @ (xc * xc), weights @ (xc * y)
+    w, sx, sy, sxx, sxy = sums.T
     spread = w * sxx - sx * sx
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = np.where(spread > 1e-9 * w * sxx, (w * sxy - sx * sy) / spread, np.nan)
@@ -313,8 +327,11 @@ def length_controlled(
     difference = float(math.fsum(y) / y.size)
     if y.size < 3 or np.ptp(x) == 0:
         return LengthControlled(difference, None, None, None, None, int(y.size))
-    intercept, slope = _weighted_lines(np.ones((1, y.size)), x, y)
-    boot, _ = _weighted_lines(_draws(y.size, seed, resamples), x, y)
+    centre = float(np.mean(x))
+    xc = x - centre
+    terms = np.column_stack([np.ones_like(x), xc, y, xc * xc, xc * y])
+    intercept, slope = _lines(terms.sum(axis=0, keepdims=True), centre)
+    boot, _ = _lines(resampled_sums(terms, seed=seed, resamples=resamples), centre)
     boot = boot[np.isfinite(boot)]
     low, high = _percentiles(boot, y.size) if boot.size else (None, None)
     return LengthControlled(

@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import stats
+from .bias import resampled_sums
 
 FloatArray = npt.NDArray[np.float64]
 SCALE = 400 / math.log(10)
@@ -232,26 +233,15 @@ def ranking(
     outside = [
         Rating(data.models[i], None, None, None, None, None, 0) for i in np.flatnonzero(pairs == 0)
     ]
-    if inside.size < 2:
-        return (
-            outside
-            if not inside.size
-            else [
-                Rating(data.models[i], None, None, None, None, None, int(pairs[i])) for i in inside
-            ]
-            + outside
-        )
+    if not inside.size:  # a pair has two models: there are none or at least two inside
+        return outside
     wins = data.wins[:, inside[:, np.newaxis], inside[np.newaxis, :]]
     strengths = bradley_terry(wins.sum(axis=0), prior_ties=prior_ties)
     point = ratings(strengths)
     items = wins.shape[0]
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((resamples, items))
-    np.add.at(
-        counts, (np.arange(resamples)[:, np.newaxis], rng.integers(0, items, (resamples, items))), 1
-    )
     k = inside.size
-    resampled = (counts @ wins.reshape(items, k * k)).reshape(resamples, k, k)
+    resampled = resampled_sums(wins.reshape(items, k * k), seed=seed, resamples=resamples)
+    resampled = resampled.reshape(resamples, k, k)
     boot, converged = _newton(_with_prior(resampled, prior_ties), strengths)
     boot_ratings = ratings(boot[converged])  # without the prior, a resample may have no fit
     if not boot_ratings.size:
