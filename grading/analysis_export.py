@@ -133,8 +133,8 @@ def position_rows(campaigns: list[str] | None = None) -> Iterator[tuple[Any, ...
         by_campaign.setdefault(campaign, []).append(
             (username, item, model, None if imported else position, value)
         )
-    slugs = sorted(set(_members(campaigns).values_list("campaign__slug", flat=True)))
-    for slug in slugs:
+    slugs = set(_members(campaigns).values_list("campaign__slug", flat=True)) | set(by_campaign)
+    for slug in sorted(slugs):
         scores = by_campaign.get(slug, [])
         yield _position_row(slug, "", scores)
         for username in sorted({s[0] for s in scores}):

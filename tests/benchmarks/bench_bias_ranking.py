@@ -8,10 +8,10 @@ No database: the figures are `grading.bias` and `grading.ranking` (the functions
   item quality, model, reviewer severity and noise), the share where the Wilcoxon test says
   p < 0.05 and the share whose CI excludes 0 (both should be about 5%);
 - position, +0.8 for the first answer: mean effect, coverage of 0.8 by the CI, power;
-- Bradley-Terry coverage: studies of `--items` items, four models, two reviewers per item, each
-  scoring two models; each model has an effect per item shared by every reviewer of it (so an
-  item's outcomes are correlated, as real items are). The truth is the fit on one study of
-  200,000 items. Coverage of the truth and mean CI width, for the item-cluster bootstrap the
+- Bradley-Terry coverage: studies of `--items` items, four models side by side, three reviewers
+  per item; each model has an effect per item shared by every reviewer of it (so an item's
+  outcomes are correlated, as real items are). The truth is the fit on one study of 100,000
+  items. Coverage of the truth and mean CI width, for the item-cluster bootstrap the
   product uses and for a naive bootstrap that resamples pairs (each occasion its own cluster);
   target 93–97% for the first;
 - time of each analysis at `--scores` scores of six models (all six side by side per reviewer).
@@ -68,26 +68,35 @@ def position_figures(bias: object, studies: int, items: int, bonus: float) -> st
 
 STRENGTHS = np.array([0.5, 0.2, 0.0, -0.7])
 ITEM_SD = 0.8
+REVIEWERS = 3
 
 
 def bt_study(rng: np.random.Generator, items: int) -> tuple[list[tuple], list[tuple]]:
-    """Rows for the item-cluster bootstrap and the same pairs with one cluster per occasion."""
+    """Rows for the item-cluster bootstrap, and the same pairs with one cluster per pair.
+
+    Each of `REVIEWERS` reviewers scores all four models side by side on each item: score =
+    5 + 1.5 × (strength + the model's effect on the item + logistic noise), rounded and clipped
+    to 0–10 (so ties happen). The item effect is shared by every reviewer of the item.
+    """
     effects = STRENGTHS + rng.normal(0, ITEM_SD, (items, STRENGTHS.size))
+    noise = rng.logistic(0, 1, (items, REVIEWERS, STRENGTHS.size))
+    scores = np.clip(np.rint(5 + 1.5 * (effects[:, np.newaxis, :] + noise)), 0, 10)
     clustered, per_pair = [], []
     for item in range(items):
-        for reviewer in range(2):
-            i, j = rng.choice(STRENGTHS.size, 2, replace=False)
-            i_wins = rng.random() < 1 / (1 + np.exp(effects[item, j] - effects[item, i]))
-            scores = ((i, 7 if i_wins else 3), (j, 3 if i_wins else 7))
-            for model, score in scores:
-                clustered.append((item, reviewer, f"m{model}", score))
-                per_pair.append(((item, reviewer), 0, f"m{model}", score))
+        for reviewer in range(REVIEWERS):
+            row = scores[item, reviewer]
+            for model in range(STRENGTHS.size):
+                clustered.append((item, reviewer, f"m{model}", row[model]))
+            for i in range(STRENGTHS.size):
+                for j in range(i + 1, STRENGTHS.size):
+                    pair = (item, reviewer, i, j)
+                    per_pair += [(pair, 0, f"m{i}", row[i]), (pair, 0, f"m{j}", row[j])]
     return clustered, per_pair
 
 
 def bt_truth(ranking: object) -> np.ndarray:
     outcomes = ranking.outcomes  # type: ignore[attr-defined]
-    rows, _ = bt_study(np.random.default_rng(99), 200_000)
+    rows, _ = bt_study(np.random.default_rng(99), 100_000)
     data = outcomes(rows, [f"m{i}" for i in range(STRENGTHS.size)])
     return ranking.ratings(ranking.bradley_terry(data.totals))  # type: ignore[attr-defined]
 
@@ -149,8 +158,9 @@ def timings(bias: object, ranking: object, scores: int) -> list[str]:
                 means.setdefault(item, []).append(value)
         return {i: (sum(v) / len(v), float(lengths[i, m])) for i, v in means.items()}
 
+    profiles = [per_model_profile(m) for m in range(len(models))]
+
     def length_all() -> None:
-        profiles = [per_model_profile(m) for m in range(len(models))]
         for a in range(len(models)):
             for b in range(a + 1, len(models)):
                 bias.length_controlled(profiles[a], profiles[b])  # type: ignore[attr-defined]
