@@ -137,8 +137,11 @@ def position_rows(campaigns: list[str] | None = None) -> Iterator[tuple[Any, ...
     for slug in sorted(slugs):
         scores = by_campaign.get(slug, [])
         yield _position_row(slug, "", scores)
-        for username in sorted({s[0] for s in scores}):
-            yield _position_row(slug, username, [s for s in scores if s[0] == username])
+        by_reviewer: dict[str, list[tuple[str, Any, str, int | None, int]]] = {}
+        for score in scores:
+            by_reviewer.setdefault(score[0], []).append(score)
+        for username in sorted(by_reviewer):
+            yield _position_row(slug, username, by_reviewer[username])
 
 
 def _position_row(
