@@ -26,9 +26,10 @@ drawn pairs' differences. `p_value` is the two-sided Wilcoxon signed-rank test, 
 approximation beyond), of the per-ITEM means of those differences: the pairs of one item are
 not independent (with two models side by side, the score of one model at position 0 and of the
 other at position 1 come from the same assignment), so the test is over the same units the
-interval resamples. The benchmark (`tests/benchmarks/bench_bias_ranking.py`) measures its
-false-positive rate on null studies (about 5%). One item: p is None (there is no test); every
-item's difference zero: p is 1.0, as in `stats.paired_difference`.
+interval resamples. Measured (`tests/benchmarks/bench_bias_ranking.py`, studies of 80 items,
+two models, four reviewers): p < 0.05 in 3.5% of 400 studies without a position effect; an
+injected +0.8 found in all of 200 studies, the CI covering it in 95.5%. One item: p is None
+(there is no test); every item's difference zero: p is 1.0, as in `stats.paired_difference`.
 
 `position_balance` checks the randomised order: counts of model × position (positions with a
 known value only) and Pearson's chi-square test of independence (`scipy.stats.chi2_contingency`,

@@ -25,7 +25,8 @@ tied games. Without it, a model that wins every one of its pairs has no finite m
 strength runs to infinity), and two groups of models that never met have no common scale. With
 it, such a model gets a large but finite rating (ten wins and nothing else put it 529 points
 above its opponent: odds of 10.5 to 0.5), groups that never met are pulled to the same mean, and
-on a study of thousands of pairs the prior moves no rating by more than a fraction of a point.
+on real studies the prior hardly matters: among four models it moves a rating by about 5 points
+at 200 pairs, 1 point at 800 and 0.2 at 4,000.
 `prior_ties=0` is the plain maximum-likelihood fit (the tests compare it with an independent
 fit); it raises ValueError when the fit does not converge.
 
@@ -36,12 +37,14 @@ Intervals (`ranking`)
 ---------------------
 The CI resamples ITEMS (clusters), not pairs: the pairs of one item share the prompt and
 usually the reviewer, so they are correlated, and a per-pair bootstrap (Arena's, which treats
-battles as independent) is too narrow; the benchmark measures both. `resamples` resamples of
+battles as independent) is too narrow. Measured (`tests/benchmarks/bench_bias_ranking.py`,
+200 studies of 80 items, four models side by side, three reviewers per item, a per-item model
+effect of sd 0.8): the item bootstrap covers the true rating 94.2% of the time, the per-pair
+bootstrap 80.1% with intervals a third narrower. `resamples` resamples of
 the items with replacement from `numpy.random.default_rng(seed)` (items sorted by their wins so
 the draw never depends on the order rows came in), each refitted (with the same prior), the
 bounds being percentiles of the resampled ratings at Hesterberg's expanded level for the number
-of items (`stats.expanded_confidence`), as every other interval. The benchmark measures its
-coverage of the true strengths on simulated studies.
+of items (`stats.expanded_confidence`), as every other interval.
 
 Ranks, as Arena shows them: `rank_low` is the best place a model can take within the CIs,
 1 + the number of models whose CI lies wholly above its own; `rank_high` the worst,
