@@ -30,11 +30,14 @@ from grading.models import ReviewSettings, Rubric, Score
 from grading.roles import reviewers_group
 from grading.scores_import import IMPORTED_SUITE_PREFIX
 from inference.models import (
+    JUDGEMENT_FINISHED_STATUSES,
     Campaign,
     CampaignModel,
     CampaignStatus,
     Generation,
     GenerationStatus,
+    Judgement,
+    JudgementStatus,
     Modality,
     ModelEndpoint,
     Suite,
@@ -579,3 +582,27 @@ def _answer_and_score_all(
         for position, answer in zip(itertools.cycle(range(len(members))), answers, strict=False)
     ]
     return len(Score.objects.bulk_create(scores))
+
+
+def new_judgement(
+    generation: Generation,
+    judge: ModelEndpoint,
+    *,
+    score: int | None = None,
+    status: str = JudgementStatus.PARSED,
+    prompt_version: str = "judge-v1",
+    **fields: Any,
+) -> Judgement:
+    """`judge`'s judgement of one answer under `prompt_version`, saved; finished now unless
+    `fields` say otherwise. A parsed judgement needs a `score`."""
+    if status in JUDGEMENT_FINISHED_STATUSES:
+        fields.setdefault("finished_at", timezone.now())
+    return Judgement.objects.create(
+        campaign_id=generation.campaign_id,
+        generation=generation,
+        judge=judge,
+        prompt_version=prompt_version,
+        status=status,
+        score=score,
+        **fields,
+    )
