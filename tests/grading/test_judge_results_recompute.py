@@ -92,12 +92,12 @@ def expected_agreement(campaign: Campaign, judge: str) -> dict[str, dict[str, An
     figures: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"judge": {}, "unparseable": 0, "failed": 0}
     )
-    for answer, code, status, value in mine.filter(prompt_version=version).values_list(
+    for answer, code, status, given in mine.filter(prompt_version=version).values_list(
         "generation_id", "generation__item__task_type__code", "status", "score"
     ):
         type_of[answer] = code
-        if status == "parsed" and value is not None:
-            figures[code]["judge"][answer] = value
+        if status == "parsed" and given is not None:
+            figures[code]["judge"][answer] = given
         elif status == "unparseable":
             figures[code]["unparseable"] += 1
         elif status in FAILED:
@@ -135,7 +135,8 @@ def expected_table(campaign: Campaign, judge: str, version: str) -> dict[tuple[s
         "generation__item__task_type__code", "generation__endpoint__slug", "generation__item_id",
         "score",
     ):  # fmt: skip
-        cells[code, model][item].append(value)
+        if value is not None:
+            cells[code, model][item].append(value)
     return cells
 
 
