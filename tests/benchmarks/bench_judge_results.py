@@ -69,7 +69,6 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 def build(scores: int, judgements: int) -> dict[str, Any]:
     """Fill the migrated, empty database (see the module docstring)."""
     setup_django()
-    import datetime
 
     from django.contrib.auth.models import User
     from django.db import connection
@@ -162,7 +161,6 @@ def build(scores: int, judgements: int) -> dict[str, Any]:
     Judgement.objects.bulk_create(judgement_rows(), batch_size=BATCH)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
-    del datetime
     return {
         "items": items,
         "generations": len(generations),
