@@ -58,22 +58,34 @@ Caching
 Judgements change apart from scores: a results cache keyed on `ReviewSettings.scores_version`
 would never see one finish. `state` reads in one query the campaign's judgement counts per
 status, their newest `finished_at` and their highest id; with the scores' and generations'
-stamps (`comparison.stamps`) and the campaign's models, judges and settings, it makes the cache
-key, so a finished, re-run or deleted judgement is a new key and the next page builds anew.
+stamps (`comparison.stamps`) and the campaign's models, judges and settings, it makes the data
+key (`cache_key`), so a finished, re-run or deleted judgement changes it. The results are cached
+per (campaign, prompt-version choice) with the data key they rest on, as the results pages'
+figures are (`grading.freshness`): a first visit builds them in the request; after a change the
+page shows the previous ones, marked stale with their time, while one rebuild runs in a thread of
+the web process (the `FigureBuild` claim of `freshness.claim` keeps it to one per scope, across
+processes), and polls until they are fresh. While a judge run goes on, judgements finish every
+second, so a page never waits for a build it would have to repeat a second later.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
+from django.conf import settings
 from django.core.cache import cache
+from django.db import connections, transaction
 from django.db.models import Count, Max, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from scipy import stats as scipy_stats
 
@@ -86,9 +98,11 @@ from inference.models import (
     TaskType,
 )
 
-from . import comparison, stats
+from . import comparison, freshness, stats
 from .comparison import CampaignInfo, ModelInfo, TaskTypeInfo
-from .models import Score
+from .models import FigureBuild, Score
+
+logger = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Hashable)
 
@@ -96,6 +110,7 @@ CACHE_VERSION = 1
 CACHE_TIMEOUT_S = comparison.CACHE_TIMEOUT_S
 STAND_IN_ALPHA = 0.667
 """Below this alpha (Krippendorff's floor for tentative conclusions) a judge cannot stand in."""
+THREAD_NAME = "rebuild-judges"
 DISAGREEMENTS = 50
 """Answers listed per judge on the disagreements page."""
 FAILED_STATUSES = (JudgementStatus.FAILED, JudgementStatus.CANCELLED)
@@ -337,14 +352,88 @@ def cache_key(campaign: Campaign, prompt_version: str) -> str:
     return "judges:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def results(campaign: Campaign, *, prompt_version: str = "") -> JudgeResults:
-    """The campaign's judge results, from the cache while nothing they rest on changed."""
-    key = cache_key(campaign, prompt_version)
-    found: JudgeResults | None = cache.get(key)
-    if found is None:
+@dataclass(frozen=True)
+class Built:
+    """Cached judge results: the data key they were built from and when that data was read."""
+
+    data: str
+    as_of: datetime
+    results: JudgeResults
+
+
+@dataclass(frozen=True)
+class Current:
+    """What the page shows: the latest judge results, and whether newer data exists."""
+
+    results: JudgeResults
+    as_of: datetime
+    stale: bool
+    """A judgement or score changed since; a rebuild is under way (or cools down)."""
+
+
+def scope_key(campaign_pk: int, prompt_version: str) -> str:
+    """The cache key (and build lock) of one campaign's judge results under one choice."""
+    raw = repr((CACHE_VERSION, campaign_pk, prompt_version))
+    return "judges:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def results(campaign: Campaign, *, prompt_version: str = "") -> Current:
+    """The campaign's judge results: fresh, or the previous ones marked stale while one rebuild
+    runs in a thread (a judge run finishes judgements every second; a build takes seconds).
+    A first visit builds in the request."""
+    read_at = timezone.now()
+    data = cache_key(campaign, prompt_version)
+    scope = scope_key(campaign.pk, prompt_version)
+    built: Built | None = cache.get(scope)
+    if built is None:
+        built = Built(data, read_at, build(campaign, prompt_version=prompt_version))
+        cache.set(scope, built, CACHE_TIMEOUT_S)
+    elif built.data != data:
+        token = freshness.claim(scope)
+        if token is not None:
+            args = (campaign.pk, prompt_version, scope, token)
+            transaction.on_commit(lambda: _rebuild_in_thread(*args))
+        return Current(built.results, built.as_of, stale=True)
+    return Current(built.results, built.as_of, stale=False)
+
+
+def rebuild(campaign_pk: int, prompt_version: str, scope: str, token: str) -> str:
+    """Build and cache a campaign's judge results under a claim taken by `results`.
+
+    Returns "built", "skipped" (someone else holds the claim) or "failed" (logged; the claim is
+    kept for `RESULTS_BUILD_COOLDOWN_S`, so the old figures stay and no build loops).
+    """
+    now = timezone.now()
+    started = FigureBuild.objects.filter(key=scope, token=token, started_at__isnull=True).update(
+        started_at=now, expires_at=now + timedelta(seconds=settings.RESULTS_BUILD_LOCK_S)
+    )
+    if not started:
+        return "skipped"
+    try:
+        campaign = comparison.campaigns_queryset().prefetch_related("judges").get(pk=campaign_pk)
+        read_at = timezone.now()
+        data = cache_key(campaign, prompt_version)
         found = build(campaign, prompt_version=prompt_version)
-        cache.set(key, found, CACHE_TIMEOUT_S)
-    return found
+        cache.set(scope, Built(data, read_at, found), CACHE_TIMEOUT_S)
+    except Exception as error:
+        logger.exception("judge results rebuild failed; the previous figures stay")
+        FigureBuild.objects.filter(key=scope, token=token).update(
+            expires_at=timezone.now() + timedelta(seconds=settings.RESULTS_BUILD_COOLDOWN_S),
+            error=f"{type(error).__name__}: {error}"[:2000],
+        )
+        return "failed"
+    FigureBuild.objects.filter(key=scope, token=token).delete()
+    return "built"
+
+
+def _rebuild_in_thread(campaign_pk: int, prompt_version: str, scope: str, token: str) -> None:
+    def run() -> None:
+        try:
+            rebuild(campaign_pk, prompt_version, scope, token)
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=run, name=f"{THREAD_NAME}-{scope[7:15]}", daemon=True).start()
 
 
 def _versions(campaign: Campaign) -> dict[int, list[str]]:

@@ -590,7 +590,10 @@ def campaign_judges(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
     `agreement` or `chart`, with `judge=<slug>`)."""
     campaign = _judged_campaign(public_id)
     prompt_version = request.GET.get("prompt_version", "")
-    found = judge_stats.results(campaign, prompt_version=prompt_version)
+    current = judge_stats.results(campaign, prompt_version=prompt_version)
+    if current.stale and request.htmx and request.htmx.trigger == "freshness":
+        return HttpResponse(status=204)  # the status line's poll: nothing new to show yet
+    found = current.results
     wanted_csv = request.GET.get("csv")
     if wanted_csv:
         return _judge_csv(found, wanted_csv, request.GET.get("judge", ""))
@@ -598,6 +601,7 @@ def campaign_judges(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
     context = {
         "campaign": found.campaign,
         "judge_results": found,
+        "freshness": current,
         "reports": [(report, charts.judge_scatter(report)) for report in found.reports],
         "prompt_versions": versions,
         "prompt_version": prompt_version,
@@ -633,7 +637,7 @@ def judge_disagreements(request: HttpRequest, public_id: str, judge: str) -> Htt
     """Admins: the answers where one judge and the people disagree most, with its rationale."""
     campaign = _judged_campaign(public_id)
     prompt_version = request.GET.get("prompt_version", "")
-    found = judge_stats.results(campaign, prompt_version=prompt_version)
+    found = judge_stats.results(campaign, prompt_version=prompt_version).results
     report = found.report(judge)
     if report is None:
         raise Http404("This campaign has no such judge.")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from grading import assignment, comparison, judge_stats, stats
+from grading.models import FigureBuild
 from inference.models import Campaign, Generation, JudgementStatus, ModelEndpoint
 from tests import builders
 from tests.builders import new_judgement
@@ -126,7 +129,7 @@ def test_disagreements_are_listed_largest_first_for_admins(
 ) -> None:
     response = logged_in(admin).get(disagreements_url(judged["campaign"], "jx"))
     assert response.status_code == 200
-    found = judge_stats.results(judged["campaign"]).report("jx")
+    found = judge_stats.results(judged["campaign"]).results.report("jx")
     assert found is not None
     gaps = [abs(d.gap) for d in found.disagreements]
     assert gaps == sorted(gaps, reverse=True) and gaps[0] > 0
@@ -288,26 +291,63 @@ def test_prompt_version_latest_by_default_or_chosen(judged: dict[str, Any], admi
 # --- The cache ---------------------------------------------------------------------------
 
 
-def test_a_finished_judgement_shows_up_at_once(judged: dict[str, Any], admin: User) -> None:
+def judged_count(client: Client, campaign: Campaign) -> int:
+    rows = csv_of(client, judges_url(campaign), csv="agreement", judge="jx")
+    return sum(int(r["judged"]) for r in rows)
+
+
+def test_after_a_new_judgement_the_page_shows_its_figures_as_updating(
+    judged: dict[str, Any], admin: User
+) -> None:
     campaign, jx = judged["campaign"], judged["jx"]
     client = logged_in(admin)
-
-    def judged_count() -> int:
-        rows = csv_of(client, judges_url(campaign), csv="agreement", judge="jx")
-        return sum(int(r["judged"]) for r in rows)
-
-    assert judged_count() == 27
+    assert "freshness" not in client.get(judges_url(campaign)).content.decode()
     one = jx.judgements.first()
     assert one is not None
     one.delete()
-    assert judged_count() == 26
+    html = client.get(judges_url(campaign)).content.decode()
+    assert 'id="freshness"' in html and "updating" in html
+    assert judged_count(client, campaign) == 27  # the previous figures, until the rebuild
+    poll = {"HX-Request": "true", "HX-Target": "judges", "HX-Trigger": "freshness"}
+    assert client.get(judges_url(campaign), headers=poll).status_code == 204
+    # One rebuild per scope: the claim is taken once, whoever asks.
+    assert FigureBuild.objects.filter(key=judge_stats.scope_key(campaign.pk, "")).count() == 1
+
+
+def wait_until_fresh(client: Client, campaign: Campaign, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if 'id="freshness"' not in client.get(judges_url(campaign)).content.decode():
+            for thread in threading.enumerate():
+                if thread.name.startswith(judge_stats.THREAD_NAME):
+                    thread.join(seconds)
+            return
+        time.sleep(0.1)
+    raise AssertionError("the judge figures stayed stale")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_judgement_shows_once_its_rebuild_is_done(
+    judged: dict[str, Any], admin: User
+) -> None:
+    campaign, jx = judged["campaign"], judged["jx"]
+    client = logged_in(admin)
+    assert judged_count(client, campaign) == 27
+    one = jx.judgements.first()
+    assert one is not None
+    one.delete()
+    wait_until_fresh(client, campaign)
+    assert judged_count(client, campaign) == 26
     running = new_judgement(one.generation, jx, status=JudgementStatus.RUNNING)
-    assert judged_count() == 26
+    wait_until_fresh(client, campaign)
+    assert judged_count(client, campaign) == 26
     # The worker finishes it: a status, a score and a finish time, as the dispatch writes them.
     running.status, running.score = JudgementStatus.PARSED, 4
     running.finished_at = one.finished_at
     running.save()
-    assert judged_count() == 27
+    wait_until_fresh(client, campaign)
+    assert judged_count(client, campaign) == 27
+    assert not FigureBuild.objects.exists()
 
 
 def test_warm_page_queries_do_not_grow_with_the_data(judged: dict[str, Any], admin: User) -> None:
@@ -330,4 +370,5 @@ def test_warm_page_queries_do_not_grow_with_the_data(judged: dict[str, Any], adm
             builders.score(answer, r3, 4)
             new_judgement(answer, judged["jx"], score=7)
     builders.scores_written(campaign)
+    cache.clear()
     assert warm_queries() == before
