@@ -78,7 +78,7 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -189,19 +189,22 @@ def agreement_with_humans(
     judge: Mapping[A, float],
     item_of: Mapping[A, Hashable],
     *,
+    humans_alpha: float | Literal["compute"] | None = "compute",
     seed: int = stats.SEED,
 ) -> HumanJudgeAgreement:
     """The judge's agreement with people over some answers (see the module doc).
 
     `human` holds (reviewer, answer, score) ratings, `judge` the judge's score per answer,
-    `item_of` each answer's item (for the offset's bootstrap).
+    `item_of` each answer's item (for the offset's bootstrap). `humans_alpha`, the people's own
+    alpha over these ratings, is computed unless given (several judges share it).
     """
     ratings = list(human)
     by_answer: dict[A, list[float]] = defaultdict(list)
     for _who, answer, value in ratings:
         by_answer[answer].append(value)
     with_judge = stats.agreement([*ratings, *((JUDGE, a, v) for a, v in judge.items())], seed=seed)
-    humans = stats.agreement(ratings, seed=seed) if ratings else None
+    if humans_alpha == "compute":
+        humans_alpha = stats.agreement(ratings, seed=seed).alpha if ratings else None
     both = sorted((a for a in judge if a in by_answer), key=repr)
     human_means = [math.fsum(by_answer[a]) / len(by_answer[a]) for a in both]
     judged = [float(judge[a]) for a in both]
@@ -224,7 +227,7 @@ def agreement_with_humans(
         alpha=with_judge.alpha,
         ci_low=with_judge.ci_low,
         ci_high=with_judge.ci_high,
-        humans_alpha=humans.alpha if humans else None,
+        humans_alpha=humans_alpha,
         spearman=spearman,
         offset=offset,
         offset_ci_low=low,
@@ -476,6 +479,7 @@ def build(campaign: Campaign, *, prompt_version: str = "") -> JudgeResults:
         ratings[type_pk].append((username, generation, value))
 
     means = _human_means(ratings)
+    humans_alpha = {type_pk: stats.agreement(given).alpha for type_pk, given in ratings.items()}
     names = dict(ModelEndpoint.objects.filter(slug__in=info.models).values_list("slug", "name"))
     models = [ModelInfo(slug, names.get(slug, slug)) for slug in info.models]
     versions = _versions(campaign)
@@ -493,7 +497,9 @@ def build(campaign: Campaign, *, prompt_version: str = "") -> JudgeResults:
             judges_itself=judge.slug in info.models,
         )
         reports.append(
-            _report(judge_info, judge.pk, info, models, answers, ratings, means, type_info)
+            _report(
+                judge_info, judge.pk, info, models, answers, ratings, means, humans_alpha, type_info
+            )
         )
     return JudgeResults(campaign=info, prompt_version=prompt_version, reports=reports)
 
@@ -510,6 +516,7 @@ def _report(
     answers: Any,
     ratings: Mapping[int, list[tuple[str, int, int]]],
     means: Mapping[int, tuple[float, int]],
+    humans_alpha: Mapping[int, float | None],
     type_info: Mapping[int, TaskTypeInfo],
 ) -> JudgeReport:
     """One judge's figures under its prompt version."""
@@ -552,7 +559,12 @@ def _report(
         agreement.append(
             TypeAgreement(
                 task_type=type_info[type_pk],
-                agreement=agreement_with_humans(ratings.get(type_pk, []), scores_of_type, item_of),
+                agreement=agreement_with_humans(
+                    ratings.get(type_pk, []),
+                    scores_of_type,
+                    item_of,
+                    humans_alpha=humans_alpha.get(type_pk),
+                ),
                 judged=counts[type_pk]["parsed"],
                 unparseable=counts[type_pk]["unparseable"],
                 failed=counts[type_pk]["failed"],
