@@ -4,6 +4,7 @@ matrices built another way, over many seeded random cases."""
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 
 import krippendorff
 import numpy as np
@@ -67,8 +68,9 @@ def test_agreement_matches_the_packages_on_a_matrix_built_apart(seed: int) -> No
     if both:
         offsets = [judge[a] - means[a] for a in both]
         assert found.offset == pytest.approx(float(np.mean(offsets)))
-        assert found.offset_ci_low is not None and found.offset_ci_high is not None
-        assert found.offset_ci_low - 1e-9 <= found.offset <= found.offset_ci_high + 1e-9
+        low, offset, high = found.offset_ci_low, found.offset, found.offset_ci_high
+        assert low is not None and offset is not None and high is not None
+        assert low - 1e-9 <= offset <= high + 1e-9
     else:
         assert found.offset is None and found.offset_ci_low is None
     h, j = [means[a] for a in both], [judge[a] for a in both]
@@ -85,7 +87,7 @@ def test_a_reviewer_cannot_be_mistaken_for_the_judge() -> None:
 
 
 def test_offset_ci_resamples_items_in_any_order() -> None:
-    offsets = {n: [float(n % 4 - 1), float(n % 3)] for n in range(12)}
+    offsets: dict[Hashable, list[float]] = {n: [float(n % 4 - 1), float(n % 3)] for n in range(12)}
     forward = offset_ci(offsets)
     backward = offset_ci(dict(reversed(list(offsets.items()))))
     assert forward == backward
