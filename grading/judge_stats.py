@@ -374,9 +374,10 @@ class Current:
     """A judgement or score changed since; a rebuild is under way (or cools down)."""
 
 
-def scope_key(campaign_pk: int, prompt_version: str) -> str:
-    """The cache key (and build lock) of one campaign's judge results under one choice."""
-    raw = repr((CACHE_VERSION, campaign_pk, prompt_version))
+def scope_key(campaign: Campaign, prompt_version: str) -> str:
+    """The cache key (and build lock) of one campaign's judge results under one choice; the
+    public id, not the primary key, so that databases sharing a cache never share a key."""
+    raw = repr((CACHE_VERSION, campaign.public_id, prompt_version))
     return "judges:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -386,7 +387,7 @@ def results(campaign: Campaign, *, prompt_version: str = "") -> Current:
     A first visit builds in the request."""
     read_at = timezone.now()
     data = cache_key(campaign, prompt_version)
-    scope = scope_key(campaign.pk, prompt_version)
+    scope = scope_key(campaign, prompt_version)
     built: Built | None = cache.get(scope)
     if built is None:
         built = Built(data, read_at, build(campaign, prompt_version=prompt_version))

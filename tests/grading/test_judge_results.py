@@ -311,7 +311,7 @@ def test_after_a_new_judgement_the_page_shows_its_figures_as_updating(
     poll = {"HX-Request": "true", "HX-Target": "judges", "HX-Trigger": "freshness"}
     assert client.get(judges_url(campaign), headers=poll).status_code == 204
     # One rebuild per scope: the claim is taken once, whoever asks.
-    assert FigureBuild.objects.filter(key=judge_stats.scope_key(campaign.pk, "")).count() == 1
+    assert FigureBuild.objects.filter(key=judge_stats.scope_key(campaign, "")).count() == 1
 
 
 def wait_until_fresh(client: Client, campaign: Campaign, seconds: float = 60) -> None:
