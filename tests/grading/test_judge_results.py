@@ -17,6 +17,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from grading import assignment, comparison, judge_stats, stats
 from grading.models import FigureBuild
@@ -372,3 +373,30 @@ def test_warm_page_queries_do_not_grow_with_the_data(judged: dict[str, Any], adm
     builders.scores_written(campaign)
     cache.clear()
     assert warm_queries() == before
+
+
+def test_a_failed_rebuild_keeps_the_previous_figures_and_cools_down(
+    judged: dict[str, Any], admin: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign, jx = judged["campaign"], judged["jx"]
+    client = logged_in(admin)
+    assert judged_count(client, campaign) == 27
+    one = jx.judgements.first()
+    assert one is not None
+    one.delete()
+    assert 'id="freshness"' in client.get(judges_url(campaign)).content.decode()
+    scope = judge_stats.scope_key(campaign, "")
+    claim = FigureBuild.objects.get(key=scope)
+
+    def broken(*args: Any, **kwargs: Any) -> judge_stats.JudgeResults:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(judge_stats, "build", broken)
+    assert judge_stats.rebuild(campaign.pk, "", scope, claim.token) == "failed"
+    assert judge_stats.rebuild(campaign.pk, "", scope, claim.token) == "skipped"
+    claim.refresh_from_db()
+    assert claim.error == "RuntimeError: disk full" and claim.expires_at > timezone.now()
+    # The previous figures stay, marked stale; no second claim is taken while it cools down.
+    assert judged_count(client, campaign) == 27
+    assert 'id="freshness"' in client.get(judges_url(campaign)).content.decode()
+    assert FigureBuild.objects.filter(key=scope).count() == 1
