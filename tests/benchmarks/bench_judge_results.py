@@ -1,5 +1,5 @@
 """Benchmark: a campaign's judges page (`/results/<campaign>/judges/`) on 300,000 human scores
-and 100,000 judgements.
+and 100,000 judgements of one judge (110,000 with the second judge's).
 
 Target: the warm page under 300 ms p95, with a query count that does not grow with the data.
 
@@ -26,7 +26,7 @@ same whatever the data.
 
     python tests/benchmarks/bench_judge_results.py [--scale 1.0] [--reps 30] [--database NAME]
 
-`--scale` multiplies both sizes (0.05: 15,000 scores and 5,000 judgements, a quick check).
+`--scale` multiplies both sizes (0.05: 15,000 scores and 5,500 judgements, a quick check).
 """
 
 from __future__ import annotations
