@@ -15,6 +15,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from .comparison import ModelSummary, Selection, TaskTypeInfo
+from .judge_stats import JudgeReport, Point
 
 SCORE_RANGE = [0, 10]
 # Colour-blind-safe (Okabe–Ito), in model order.
@@ -355,3 +356,67 @@ def charts(selection: Selection) -> list[Chart]:
         *speed_bars(summaries),
         quality_speed(summaries),
     ]
+
+
+def judge_scatter(report: JudgeReport) -> Chart:
+    """The judge's score against the people's mean, per answer, one colour per task type.
+
+    Answers of one task type with the same human mean and judge score are one bubble, sized by
+    their number, so the figure stays small however many answers were judged.
+    """
+    by_type: dict[str, list[Point]] = {}
+    for point in report.points:
+        by_type.setdefault(point.task_type, []).append(point)
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": _("judge = people"),
+            "x": SCORE_RANGE,
+            "y": SCORE_RANGE,
+            "line": {"dash": "dot", "color": "#999999"},
+            "hoverinfo": "skip",
+        }
+    ]
+    for code, points in by_type.items():
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": code,
+                "x": [_round(p.human_mean) for p in points],
+                "y": [p.judge_score for p in points],
+                "customdata": [p.answers for p in points],
+                "marker": {
+                    "size": [min(40, 6 + 3 * p.answers**0.5) for p in points],
+                    "opacity": 0.7,
+                },
+                "hovertemplate": (
+                    "%{fullData.name}<br>"
+                    + _("people")
+                    + ": %{x:.2f}<br>"
+                    + _("judge")
+                    + ": %{y}<br>%{customdata} "
+                    + _("answers")
+                    + "<extra></extra>"
+                ),
+            }
+        )
+    return Chart(
+        f"judge-{report.judge.slug}",
+        _("Judge score against the people's mean, per answer"),
+        _(
+            "Each bubble: answers of one task type with that human mean score and that judge "
+            "score, sized by their number. On the dotted line the judge agrees with the people; "
+            "above it the judge is more lenient."
+        ),
+        {
+            "data": traces,
+            "layout": _layout(
+                xaxis={"range": [-0.5, 10.5], "title": {"text": _("people's mean score")}},
+                yaxis={"range": [-0.5, 10.5], "title": {"text": _("judge score")}},
+            ),
+        },
+        ("task_type", "human_mean", "judge_score", "answers"),
+        [(p.task_type, p.human_mean, p.judge_score, p.answers) for p in report.points],
+    )

@@ -343,7 +343,7 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
         if status == GenerationStatus.SUCCEEDED:
             outputs[slug_of[campaign_pk], code].append(pk)
 
-    campaign_cells = {key: _cell(items) for key, items in item_scores.items()}
+    campaign_cells = {key: score_cell(items) for key, items in item_scores.items()}
     # The model table and the charts pool a model's items over the campaigns in view that have
     # it, a (campaign, item) being one unit. A model scored in one campaign only pools nothing:
     # its pooled cell is its campaign cell.
@@ -360,27 +360,14 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
             for campaign in campaigns
             for item, values in item_scores[campaign, code, model].items()
         }
-        cells[code, model] = _cell(pooled)
+        cells[code, model] = score_cell(pooled)
     pooled_over: dict[str, tuple[str, ...]] = {}
     for info in infos:
         for model in info.models:
             if (info.slug, model) in present:
                 pooled_over[model] = (*pooled_over.get(model, ()), info.slug)
 
-    matchups = []
-    for info in infos:
-        if len(info.models) < 2:
-            continue
-        first = info.models[0]
-        for other in info.models[1:]:
-            differences = {}
-            for t in all_types:
-                a = item_scores.get((info.slug, t.code, first))
-                b = item_scores.get((info.slug, t.code, other))
-                if a and b:
-                    differences[t.code] = stats.paired_difference(a, b)
-            matchups.append(Matchup(info.slug, first, other, differences))
-
+    matchups = campaign_matchups(infos, item_scores, [t.code for t in all_types])
     agreement = {key: stats.agreement(values) for key, values in ratings.items()}
     severity = stats.severity(r for given in ratings.values() for r in given)
 
@@ -413,7 +400,30 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
     )
 
 
-def _cell(item_scores: Mapping[Any, list[int]]) -> Cell:
+def campaign_matchups(
+    infos: Sequence[CampaignInfo],
+    item_scores: Mapping[tuple[str, str, str], Mapping[int, list[int]]],
+    codes: Sequence[str],
+) -> list[Matchup]:
+    """Each campaign's first model against each of its others, per task type in `codes`, from
+    `item_scores` per (campaign slug, task type code, model slug): item -> scores."""
+    matchups = []
+    for info in infos:
+        if len(info.models) < 2:
+            continue
+        first = info.models[0]
+        for other in info.models[1:]:
+            differences = {}
+            for code in codes:
+                a = item_scores.get((info.slug, code, first))
+                b = item_scores.get((info.slug, code, other))
+                if a and b:
+                    differences[code] = stats.paired_difference(a, b)
+            matchups.append(Matchup(info.slug, first, other, differences))
+    return matchups
+
+
+def score_cell(item_scores: Mapping[Any, list[int]]) -> Cell:
     """The summary of one cell's items, with what charts need to pool it further."""
     means = sorted(sum(v) / len(v) for v in item_scores.values())
     return Cell(

@@ -21,6 +21,12 @@ urlpatterns = [
     path("results/", views.results_overview, name="results"),
     path("results/items/", views.results_items, name="results-items"),
     path("results/<str:public_id>/", views.campaign_results, name="campaign-results"),
+    path("results/<str:public_id>/judges/", views.campaign_judges, name="campaign-judges"),
+    path(
+        "results/<str:public_id>/judges/<str:judge>/disagreements/",
+        views.judge_disagreements,
+        name="judge-disagreements",
+    ),
     path(
         "results/<str:public_id>/visibility/",
         views.results_visibility,

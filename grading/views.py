@@ -40,7 +40,17 @@ from inference.models import (
 )
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
-from . import assignment, blind_sheet, charts, comparison, drilldown, exports, freshness, progress
+from . import (
+    assignment,
+    blind_sheet,
+    charts,
+    comparison,
+    drilldown,
+    exports,
+    freshness,
+    judge_stats,
+    progress,
+)
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -562,3 +572,79 @@ def results_items(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
     }
     return render(request, "grading/results_items.html", context)
+
+
+# --- Judges (admins) -------------------------------------------------------------------------
+
+
+def _judged_campaign(public_id: str) -> Campaign:
+    campaigns = comparison.campaigns_queryset().prefetch_related("judges")
+    return get_object_or_404(campaigns, public_id=public_id)
+
+
+@admin_required
+@require_GET
+def campaign_judges(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
+    """Admins: the campaign's LLM judges next to its reviewers — each judge's own matchup table,
+    its agreement with the people per task type and a chart; or one of their CSVs (`?csv=table`,
+    `agreement` or `chart`, with `judge=<slug>`)."""
+    campaign = _judged_campaign(public_id)
+    prompt_version = request.GET.get("prompt_version", "")
+    current = judge_stats.results(campaign, prompt_version=prompt_version)
+    if current.stale and request.htmx and request.htmx.trigger == "freshness":
+        return HttpResponse(status=204)  # the status line's poll: nothing new to show yet
+    found = current.results
+    wanted_csv = request.GET.get("csv")
+    if wanted_csv:
+        return _judge_csv(found, wanted_csv, request.GET.get("judge", ""))
+    versions = sorted({v for r in found.reports for v in r.judge.prompt_versions})
+    context = {
+        "campaign": found.campaign,
+        "judge_results": found,
+        "freshness": current,
+        "reports": [(report, charts.judge_scatter(report)) for report in found.reports],
+        "prompt_versions": versions,
+        "prompt_version": prompt_version,
+        "version_query": f"prompt_version={prompt_version}" if prompt_version else "",
+        "min_items": comparison.MIN_ITEMS,
+        "stand_in_alpha": judge_stats.STAND_IN_ALPHA,
+    }
+    return render_page(request, "grading/results_judges.html", context, fragments={"judges"})
+
+
+def _judge_csv(found: judge_stats.JudgeResults, wanted: str, judge: str) -> StreamingHttpResponse:
+    report = found.report(judge)
+    if report is None:
+        raise Http404
+    tables = {
+        "table": judge_stats.table_rows(report),
+        "agreement": judge_stats.agreement_rows(report),
+    }
+    chart = charts.judge_scatter(report)
+    tables["chart"] = (chart.header, chart.rows)
+    if wanted not in tables:
+        raise Http404
+    header, rows = tables[wanted]
+    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
+    name = f"{found.campaign.slug}-judge-{judge}-{wanted}.csv"
+    response["Content-Disposition"] = content_disposition_header(True, name)
+    return response
+
+
+@admin_required
+@require_GET
+def judge_disagreements(request: HttpRequest, public_id: str, judge: str) -> HttpResponse:
+    """Admins: the answers where one judge and the people disagree most, with its rationale."""
+    campaign = _judged_campaign(public_id)
+    prompt_version = request.GET.get("prompt_version", "")
+    found = judge_stats.results(campaign, prompt_version=prompt_version).results
+    report = found.report(judge)
+    if report is None:
+        raise Http404("This campaign has no such judge.")
+    context = {
+        "campaign": found.campaign,
+        "report": report,
+        "prompt_version": prompt_version,
+        "limit": judge_stats.DISAGREEMENTS,
+    }
+    return render(request, "grading/results_judge_disagreements.html", context)

@@ -30,12 +30,14 @@ from grading.models import ReviewSettings, Rubric, Score
 from grading.roles import reviewers_group
 from grading.scores_import import IMPORTED_SUITE_PREFIX
 from inference.models import (
+    JUDGEMENT_FINISHED_STATUSES,
     Campaign,
     CampaignModel,
     CampaignStatus,
     Generation,
     GenerationStatus,
     Judgement,
+    JudgementStatus,
     Modality,
     ModelEndpoint,
     Suite,
@@ -267,20 +269,6 @@ def new_score(
         position=position,
         rubric=rubric or Rubric.objects.current(),
         scored_at=at or timezone.now(),
-    )
-
-
-def new_judgement(
-    *, generation: Generation, judge: ModelEndpoint, prompt_version: str = "judge-v1", **fields: Any
-) -> Judgement:
-    """One judge's judgement of one answer (queued unless `fields` say otherwise), saved:
-    the remaining keywords go to `Judgement.objects.create` as they are."""
-    return Judgement.objects.create(
-        campaign=generation.campaign,
-        generation=generation,
-        judge=judge,
-        prompt_version=prompt_version,
-        **fields,
     )
 
 
@@ -594,3 +582,123 @@ def _answer_and_score_all(
         for position, answer in zip(itertools.cycle(range(len(members))), answers, strict=False)
     ]
     return len(Score.objects.bulk_create(scores))
+
+
+def new_judgement(
+    generation: Generation,
+    judge: ModelEndpoint,
+    *,
+    score: int | None = None,
+    status: str = JudgementStatus.PARSED,
+    prompt_version: str = "judge-v1",
+    **fields: Any,
+) -> Judgement:
+    """`judge`'s judgement of one answer under `prompt_version`, saved; finished now unless
+    `fields` say otherwise. A parsed judgement needs a `score`."""
+    if status in JUDGEMENT_FINISHED_STATUSES:
+        fields.setdefault("finished_at", timezone.now())
+    return Judgement.objects.create(
+        campaign_id=generation.campaign_id,
+        generation=generation,
+        judge=judge,
+        prompt_version=prompt_version,
+        status=status,
+        score=score,
+        **fields,
+    )
+
+
+JUDGE_SLUGS = ("judge-a", "judge-b")
+JUDGEMENT_FEATURES = (
+    "judge_is_a_campaign_model",
+    "answer_only_judged",
+    "unparseable",
+    "failed",
+    "two_prompt_versions",
+    "judge_unparseable_in_a_campaign",
+)
+"""The messy cases `random_judgements` draws, as it returns them."""
+
+
+def random_judgements(rng: random.Random, study: Study) -> set[str]:
+    """Judgements of a random study's answers, drawn from `rng`: judges `judge-a` and
+    `judge-b` (and now and then a model of the campaign judging itself); parsed scores near the
+    people's (close or loose), unparseable, failed, cancelled and queued ones; answers no person
+    scored; for `judge-a`, an older prompt version `judge-v0` on some answers. Returns the
+    `JUDGEMENT_FEATURES` met."""
+    features: set[str] = set()
+    outside = [
+        ModelEndpoint.objects.get_or_create(
+            slug=slug, defaults={"name": slug, "model": slug, "base_url": "http://127.0.0.1:9/v1"}
+        )[0]
+        for slug in JUDGE_SLUGS
+    ]
+    rows: list[Judgement] = []
+    older: list[Judgement] = []
+    for made in Campaign.objects.filter(slug__in=[c.slug for c in study.campaigns]):
+        judges = list(outside)
+        members = list(made.endpoints.all())
+        if members and rng.random() < 0.4:
+            judges.append(rng.choice(members))
+            features.add("judge_is_a_campaign_model")
+        made.judges.set(judges)
+        mute = judges[1] if rng.random() < 0.15 else None
+        loose = {judge.pk: rng.choice([0.5, 1.5, 4.0]) for judge in judges}
+        answers = made.generations.prefetch_related("scores")
+        for answer in answers:
+            scores = [s.score for s in answer.scores.all()]
+            for judge in judges:
+                if rng.random() < 0.12:
+                    continue
+                status = rng.choices(
+                    [
+                        JudgementStatus.PARSED,
+                        JudgementStatus.UNPARSEABLE,
+                        JudgementStatus.FAILED,
+                        JudgementStatus.CANCELLED,
+                        JudgementStatus.QUEUED,
+                    ],
+                    weights=[80, 9, 5, 3, 3],
+                )[0]
+                if judge == mute:
+                    status = JudgementStatus.UNPARSEABLE
+                    features.add("judge_unparseable_in_a_campaign")
+                score = None
+                if status == JudgementStatus.PARSED:
+                    centre = sum(scores) / len(scores) if scores else rng.uniform(0, 10)
+                    score = round(min(10.0, max(0.0, rng.gauss(centre, loose[judge.pk]))))
+                    if not scores and answer.status == GenerationStatus.SUCCEEDED:
+                        features.add("answer_only_judged")
+                elif status == JudgementStatus.UNPARSEABLE:
+                    features.add("unparseable")
+                elif status in (JudgementStatus.FAILED, JudgementStatus.CANCELLED):
+                    features.add("failed")
+                finished = None if status == JudgementStatus.QUEUED else timezone.now()
+                row = Judgement(
+                    campaign=made,
+                    generation=answer,
+                    judge=judge,
+                    prompt_version="judge-v1",
+                    status=status,
+                    score=score,
+                    rationale=f"{judge.slug} on {answer.pk}",
+                    finished_at=finished,
+                )
+                rows.append(row)
+                if judge == outside[0] and rng.random() < 0.2:
+                    features.add("two_prompt_versions")
+                    older.append(
+                        Judgement(
+                            campaign=made,
+                            generation=answer,
+                            judge=judge,
+                            prompt_version="judge-v0",
+                            status=JudgementStatus.PARSED,
+                            score=rng.randint(0, 10),
+                            finished_at=finished,
+                        )
+                    )
+    # The older version first, so the newer one is the latest created.
+    Judgement.objects.bulk_create(older)
+    Judgement.objects.bulk_create(rows)
+    return features
