@@ -1,15 +1,21 @@
-"""Launching campaigns and handing generations to workers, at most `max_concurrency` per endpoint.
+"""Launching campaigns and handing work to workers, at most `max_concurrency` per endpoint.
+
+Two kinds of work go through here (`Work`): generations (a model answers an item) and
+judgements (a judge scores an answer, DESIGN §10). An endpoint can be both a campaign's model
+and a judge, so its cap counts both: its running generations and its running judgements share
+its `max_concurrency` slots, and its free slots go to queued generations first, then to queued
+judgements.
 
 The limit holds across every worker process on every machine because it is kept in the
-database: a generation is claimed (queued → running, with a lease) inside a transaction that
-locks its endpoint's row, after counting the endpoint's live leases. Only as many messages as an
-endpoint has free slots are ever enqueued, so a slow or saturated server never fills the queue
-in front of the others. A worker renews the leases of what it is running; when a worker dies its
-leases run out, `recover_expired` queues those generations again, and the claim token makes sure
-a late answer from a presumed-dead worker is never stored twice.
+database: a row is claimed (queued → running, with a lease) inside a transaction that locks its
+endpoint's row, after counting the endpoint's live leases of both kinds. Only as many messages
+as an endpoint has free slots are ever enqueued, so a slow or saturated server never fills the
+queue in front of the others. A worker renews the leases of what it is running; when a worker
+dies its leases run out, `recover_expired` queues that work again, and the claim token makes
+sure a late answer from a presumed-dead worker is never stored twice.
 
 A worker that is asked to stop (Celery's warm shutdown: SIGTERM, or the first Ctrl-C) sets
-`stopping`: it claims and enqueues nothing more, and hands every generation it runs back to the
+`stopping`: it claims and enqueues nothing more, and hands everything it runs back to the
 queue at once, as if never started, instead of waiting for answers that may take minutes. Their
 streams are abandoned at their next chunk; the next worker to start (or another worker's sweep)
 takes them up again.
@@ -23,19 +29,27 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import (
+    IN_FLIGHT_STATUSES,
+    JUDGEMENT_IN_FLIGHT_STATUSES,
+    JUDGEMENT_RETRYABLE_STATUSES,
+    RETRYABLE_STATUSES,
     Campaign,
     CampaignStatus,
     Generation,
     GenerationStatus,
+    Judgement,
+    JudgementStatus,
     ModelEndpoint,
     TaskItem,
 )
@@ -44,6 +58,72 @@ logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
 RUN_GENERATION = "inference.run_generation"
 """The name of the task in `tasks.py` that runs a generation (task names are a contract)."""
+RUN_JUDGEMENT = "inference.run_judgement"
+"""The name of the task in `tasks.py` that runs a judgement."""
+
+
+# --- Kinds of work ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Work:
+    """One kind of work dispatched per endpoint: its rows, the field naming the endpoint that
+    runs them, its status values and the task that runs one (by id)."""
+
+    name: str
+    model: type[Generation] | type[Judgement]
+    endpoint_field: str
+    queued: str
+    running: str
+    cancelled: str
+    in_flight: tuple[str, ...]
+    retryable: tuple[str, ...]
+    task: str
+    related: tuple[str, ...]
+    """What a claim loads with the row."""
+
+    def rows(self) -> QuerySet[Any]:
+        return self.model._default_manager.all()
+
+    def of_endpoint(self, endpoint_id: int) -> QuerySet[Any]:
+        return self.rows().filter(**{f"{self.endpoint_field}_id": endpoint_id})
+
+    def endpoint_id(self, row: Generation | Judgement) -> int:
+        return int(getattr(row, f"{self.endpoint_field}_id"))
+
+
+GENERATIONS = Work(
+    name="generation",
+    model=Generation,
+    endpoint_field="endpoint",
+    queued=GenerationStatus.QUEUED,
+    running=GenerationStatus.RUNNING,
+    cancelled=GenerationStatus.CANCELLED,
+    in_flight=tuple(IN_FLIGHT_STATUSES),
+    retryable=tuple(RETRYABLE_STATUSES),
+    task=RUN_GENERATION,
+    related=("endpoint", "campaign", "item__task_type"),
+)
+JUDGEMENTS = Work(
+    name="judgement",
+    model=Judgement,
+    endpoint_field="judge",
+    queued=JudgementStatus.QUEUED,
+    running=JudgementStatus.RUNNING,
+    cancelled=JudgementStatus.CANCELLED,
+    in_flight=tuple(JUDGEMENT_IN_FLIGHT_STATUSES),
+    retryable=tuple(JUDGEMENT_RETRYABLE_STATUSES),
+    task=RUN_JUDGEMENT,
+    related=("judge", "campaign", "generation__item__task_type"),
+)
+WORK = (GENERATIONS, JUDGEMENTS)
+"""Every kind, in the order an endpoint's free slots are given to them."""
+
+Row = TypeVar("Row", Generation, Judgement)
+
+
+def work_of(row: Generation | Judgement) -> Work:
+    return JUDGEMENTS if isinstance(row, Judgement) else GENERATIONS
 
 
 # --- Launching -------------------------------------------------------------------------------
@@ -92,35 +172,49 @@ def launch(campaign: Campaign) -> int:
 
 
 def cancel(campaign: Campaign) -> int:
-    """Cancel what has not finished; running requests stop at their next chunk."""
+    """Cancel the generations and judgements that have not finished; running requests stop at
+    their next chunk. Returns how many were cancelled."""
+    count = 0
     with transaction.atomic():
-        count = campaign.generations.in_flight().update(
-            status=GenerationStatus.CANCELLED,
-            error="cancelled by an admin",
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-        )
+        for work in WORK:
+            count += (
+                work.rows()
+                .filter(campaign=campaign, status__in=work.in_flight)
+                .update(
+                    status=work.cancelled,
+                    error="cancelled by an admin",
+                    finished_at=timezone.now(),
+                    lease_expires_at=None,
+                )
+            )
         Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.CANCELLED)
     return count
 
 
 def retry_failed(campaign: Campaign) -> int:
-    """Queue failed (and cancelled) generations again; their previous error is kept until then."""
+    """Queue failed (and cancelled) generations and judgements again; their previous error is
+    kept until then. Returns how many were queued."""
+    count = 0
+    endpoint_ids: set[int] = set()
     with transaction.atomic():
-        # External models (answers imported from a file) have nothing to call: left as they are.
-        retryable = campaign.generations.retryable().exclude(
-            endpoint__in=ModelEndpoint.objects.external()
-        )
-        count = retryable.update(
-            status=GenerationStatus.QUEUED,
-            enqueued_at=None,
-            claim_token="",
-            lease_expires_at=None,
-            finished_at=None,
-        )
+        for work in WORK:
+            # External endpoints (answers imported from a file) have nothing to call: left as
+            # they are.
+            retryable = (
+                work.rows()
+                .filter(campaign=campaign, status__in=work.retryable)
+                .exclude(**{f"{work.endpoint_field}__in": ModelEndpoint.objects.external()})
+            )
+            endpoint_ids.update(retryable.values_list(f"{work.endpoint_field}_id", flat=True))
+            count += retryable.update(
+                status=work.queued,
+                enqueued_at=None,
+                claim_token="",
+                lease_expires_at=None,
+                finished_at=None,
+            )
         if count:
             Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.RUNNING)
-            endpoint_ids = list(campaign.members.values_list("endpoint_id", flat=True))
             transaction.on_commit(lambda: pump(endpoint_ids))
     return count
 
@@ -129,16 +223,19 @@ def retry_failed(campaign: Campaign) -> int:
 
 
 def _live_running(endpoint_id: int, now: object) -> int:
-    return Generation.objects.filter(
-        endpoint_id=endpoint_id, status=GenerationStatus.RUNNING, lease_expires_at__gt=now
-    ).count()
+    """The endpoint's slots in use: its running generations and judgements with a live lease."""
+    return sum(
+        work.of_endpoint(endpoint_id).filter(status=work.running, lease_expires_at__gt=now).count()
+        for work in WORK
+    )
 
 
 def pump(endpoint_ids: Iterable[int]) -> int:
-    """Enqueue queued generations into each endpoint's free slots; returns how many.
+    """Enqueue queued work into each endpoint's free slots, generations first; returns how many.
 
     A stopping worker enqueues nothing: what it hands back is left to the next sweep (its own
     tasks finishing all at once would otherwise fill the queue for a worker that is not there).
+    External endpoints (no base URL) are never called: their work is left where it is.
     """
     if stopping.is_set():
         return 0
@@ -148,190 +245,219 @@ def pump(endpoint_ids: Iterable[int]) -> int:
         stale = now - timedelta(seconds=settings.GENERATION_REQUEUE_S)
         with transaction.atomic():
             endpoint = ModelEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
-            if endpoint is None:
+            if endpoint is None or endpoint.is_external:
                 continue
-            waiting = Generation.objects.filter(
-                endpoint_id=endpoint_id, status=GenerationStatus.QUEUED
-            )
-            in_queue = waiting.filter(enqueued_at__gt=stale).count()
+            waiting = {
+                work: work.of_endpoint(endpoint_id).filter(status=work.queued) for work in WORK
+            }
+            in_queue = sum(rows.filter(enqueued_at__gt=stale).count() for rows in waiting.values())
             free = endpoint.max_concurrency - _live_running(endpoint_id, now) - in_queue
-            if free <= 0:
-                continue
-            ids = list(
-                waiting.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=stale))
-                .order_by("pk")
-                .values_list("pk", flat=True)[:free]
-            )
-            if not ids:
-                continue
-            Generation.objects.filter(pk__in=ids).update(enqueued_at=now)
-            transaction.on_commit(lambda ids=ids: _enqueue(ids))  # type: ignore[misc]
-            total += len(ids)
+            for work, rows in waiting.items():
+                if free <= 0:
+                    break
+                ids = list(
+                    rows.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=stale))
+                    .order_by("pk")
+                    .values_list("pk", flat=True)[:free]
+                )
+                if not ids:
+                    continue
+                work.rows().filter(pk__in=ids).update(enqueued_at=now)
+                transaction.on_commit(lambda ids=ids, work=work: _enqueue(ids, work))  # type: ignore[misc]
+                total += len(ids)
+                free -= len(ids)
     return total
 
 
-def _enqueue(ids: list[int]) -> None:
+def _enqueue(ids: list[int], work: Work = GENERATIONS) -> None:
     # The queue is read at call time so a deployment (or a test) can point it elsewhere.
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     for position, pk in enumerate(ids):
         try:
             # By name: the task module imports this one, so this one does not import it back.
-            current_app.send_task(RUN_GENERATION, args=(pk,), queue=queue, ignore_result=True)
+            current_app.send_task(work.task, args=(pk,), queue=queue, ignore_result=True)
         except Exception:
             # The broker is away (restarting, unreachable): leave these for the next sweep.
             logger.warning("broker unavailable; will enqueue later", exc_info=True)
-            Generation.objects.filter(pk__in=ids[position:], status=GenerationStatus.QUEUED).update(
-                enqueued_at=None
-            )
+            work.rows().filter(pk__in=ids[position:], status=work.queued).update(enqueued_at=None)
             return
 
 
 def claim(generation_id: int) -> Generation | None:
     """Take a queued generation if its endpoint has a free slot; None if not ours to run."""
+    claimed: Generation | None = _claim(GENERATIONS, generation_id)
+    return claimed
+
+
+def claim_judgement(judgement_id: int) -> Judgement | None:
+    """Take a queued judgement if its judge has a free slot; None if not ours to run."""
+    claimed: Judgement | None = _claim(JUDGEMENTS, judgement_id)
+    return claimed
+
+
+def _claim(work: Work, pk: int) -> Any:
     if stopping.is_set():
         # Leave it to the next worker; clearing enqueued_at makes its first sweep enqueue it.
-        Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
-            enqueued_at=None
-        )
+        work.rows().filter(pk=pk, status=work.queued).update(enqueued_at=None)
         return None
-    now = timezone.now()
     with transaction.atomic():
-        generation = (
-            Generation.objects.select_related("endpoint", "campaign", "item__task_type")
-            .filter(pk=generation_id)
-            .first()
-        )
-        if generation is None or generation.status != GenerationStatus.QUEUED:
+        row = work.rows().select_related(*work.related).filter(pk=pk).first()
+        if row is None or row.status != work.queued:
             return None
-        endpoint = ModelEndpoint.objects.select_for_update().get(pk=generation.endpoint_id)
+        endpoint_id = work.endpoint_id(row)
+        endpoint = ModelEndpoint.objects.select_for_update().get(pk=endpoint_id)
         now = timezone.now()  # after the wait for the lock: when the slot is really taken
+        if endpoint.is_external:
+            return None  # never called: left queued, and no pump enqueues it again
         if _live_running(endpoint.pk, now) >= endpoint.max_concurrency:
-            # No slot: let a finishing generation enqueue this one again.
-            Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
+            # No slot: let a finishing row enqueue this one again.
+            work.rows().filter(pk=pk).update(enqueued_at=None)
             return None
-        if not _claim_queued(generation_id, now):
+        if not _claim_queued(work, pk, now):
             return None
-    generation.refresh_from_db()
-    return generation
+    row.refresh_from_db()
+    return row
 
 
-def _claim_queued(generation_id: int, now: datetime) -> bool:
-    """The claim itself: move a queued generation to running for this worker, with a new claim
-    token and a lease from `now`. False when it was not queued any more (someone else took it,
-    or it was cancelled)."""
-    moved = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
-        status=GenerationStatus.RUNNING,
-        claim_token=secrets.token_hex(8),
-        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
-        started_at=now,
-        worker=HOSTNAME,
-        enqueued_at=None,
+def _claim_queued(work: Work, pk: int, now: datetime) -> bool:
+    """The claim itself: move a queued row to running for this worker, with a new claim token
+    and a lease from `now`. False when it was not queued any more (someone else took it, or it
+    was cancelled)."""
+    moved = (
+        work.rows()
+        .filter(pk=pk, status=work.queued)
+        .update(
+            status=work.running,
+            claim_token=secrets.token_hex(8),
+            lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
+            started_at=now,
+            worker=HOSTNAME,
+            enqueued_at=None,
+        )
     )
-    return moved == 1
+    return bool(moved == 1)
 
 
-def finish(
-    generation: Generation, *, hand_over: bool = False, **fields: object
-) -> Generation | None:
-    """Store the outcome, only if this worker still holds the generation (same claim token).
+def finish(row: Row, *, hand_over: bool = False, **fields: object) -> Row | None:
+    """Store the outcome of a generation or a judgement, only if this worker still holds it
+    (same claim token).
 
-    With `hand_over`, the same transaction claims the endpoint's next queued generation for
-    this worker and returns it: the slot passes straight from one request to the next, so the
-    count of running generations never dips and nobody else needs to lock the endpoint to fill
-    it. Returns None when there is nothing to hand over, or when this worker is stopping.
+    With `hand_over`, the same transaction claims the endpoint's next queued row of the same
+    kind for this worker and returns it: the slot passes straight from one request to the next,
+    so the count of running rows never dips and nobody else needs to lock the endpoint to fill
+    it. A judgement hands over only while the endpoint has no generation waiting (generations
+    come first). Returns None when there is nothing to hand over, or when this worker is
+    stopping.
     """
+    work = work_of(row)
     fields.setdefault("finished_at", timezone.now())
-    successor: Generation | None = None
+    successor: Row | None = None
     with transaction.atomic():
-        stored = Generation.objects.filter(
-            pk=generation.pk, claim_token=generation.claim_token, status=GenerationStatus.RUNNING
-        ).update(lease_expires_at=None, **fields)
+        stored = (
+            work.rows()
+            .filter(pk=row.pk, claim_token=row.claim_token, status=work.running)
+            .update(lease_expires_at=None, **fields)
+        )
         if not stored:
             logger.warning(
-                "result discarded: generation no longer held by this worker",
-                extra={"generation": generation.public_id},
+                "result discarded: %s no longer held by this worker",
+                work.name,
+                extra={work.name: row.public_id},
             )
         elif hand_over and not stopping.is_set():
-            successor = _take_next(generation.endpoint_id)
-    _close_campaign_if_done(generation.campaign_id)
+            successor = _take_next(work, work.endpoint_id(row))
+    _close_campaign_if_done(row.campaign_id)
     if successor is not None:
         # Whole: the claim loaded only its pk, and each deferred field read later was a query.
-        successor = Generation.objects.get(pk=successor.pk)
+        successor = work.rows().get(pk=successor.pk)
     return successor
 
 
-def _take_next(endpoint_id: int) -> Generation | None:
-    """Claim the endpoint's oldest queued generation (inside the caller's transaction)."""
-    waiting = Generation.objects.filter(
-        endpoint_id=endpoint_id, status=GenerationStatus.QUEUED
-    ).order_by("pk")
+def _take_next(work: Work, endpoint_id: int) -> Any:
+    """Claim the endpoint's oldest queued row of this kind (inside the caller's transaction),
+    unless a kind that comes first has work waiting there: then the slot is left for `pump`."""
+    for earlier in WORK[: WORK.index(work)]:
+        if earlier.of_endpoint(endpoint_id).filter(status=earlier.queued).exists():
+            return None
+    waiting = work.of_endpoint(endpoint_id).filter(status=work.queued).order_by("pk")
     if connection.features.has_select_for_update_skip_locked:
         waiting = waiting.select_for_update(skip_locked=True)
     candidate = waiting.only("pk").first()
     if candidate is None:
         return None
-    return candidate if _claim_queued(candidate.pk, timezone.now()) else None
+    return candidate if _claim_queued(work, candidate.pk, timezone.now()) else None
 
 
 def _close_campaign_if_done(campaign_id: int) -> None:
-    busy = Generation.objects.in_flight().filter(campaign_id=campaign_id).exists()
+    busy = any(
+        work.rows().filter(campaign_id=campaign_id, status__in=work.in_flight).exists()
+        for work in WORK
+    )
     if not busy:
         Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.RUNNING).update(
             status=CampaignStatus.FINISHED
         )
 
 
-# What a running generation goes back to when its worker is gone or hands it back: queued as
-# if never started (attempts are counted only when an answer or a failure is stored), with no
-# claim and no lease, waiting to be enqueued by the next pump.
-_REQUEUED: dict[str, object] = {
-    "status": GenerationStatus.QUEUED,
-    "claim_token": "",
-    "lease_expires_at": None,
-    "enqueued_at": None,
-    "worker": "",
-}
+def _requeued(work: Work) -> dict[str, object]:
+    """What a running row goes back to when its worker is gone or hands it back: queued as if
+    never started (attempts are counted only when an answer or a failure is stored), with no
+    claim and no lease, waiting to be enqueued by the next pump."""
+    return {
+        "status": work.queued,
+        "claim_token": "",
+        "lease_expires_at": None,
+        "enqueued_at": None,
+        "worker": "",
+    }
 
 
 def recover_expired() -> int:
-    """Queue again the generations whose worker stopped renewing its lease."""
+    """Queue again the generations and judgements whose worker stopped renewing its lease."""
     now = timezone.now()
-    count = Generation.objects.filter(
-        status=GenerationStatus.RUNNING, lease_expires_at__lt=now
-    ).update(**_REQUEUED)
-    if count:
-        logger.warning("requeued generations whose worker stopped", extra={"count": count})
+    count = 0
+    for work in WORK:
+        expired = work.rows().filter(status=work.running, lease_expires_at__lt=now)
+        recovered = expired.update(**_requeued(work))
+        if recovered:
+            logger.warning(
+                "requeued %ss whose worker stopped", work.name, extra={"count": recovered}
+            )
+        count += recovered
     return count
 
 
 def sweep() -> int:
     """Recover expired leases and fill every endpoint's free slots; safe to run anywhere."""
     recover_expired()
-    endpoints = (
-        Generation.objects.filter(status=GenerationStatus.QUEUED)
-        .values("endpoint_id")
-        .annotate(n=Count("pk"))
-    )
-    return pump(row["endpoint_id"] for row in endpoints)
+    endpoint_ids: set[int] = set()
+    for work in WORK:
+        endpoint_ids.update(
+            work.rows()
+            .filter(status=work.queued)
+            .order_by()
+            .values_list(f"{work.endpoint_field}_id", flat=True)
+            .distinct()
+        )
+    return pump(endpoint_ids)
 
 
-def hand_back(generation_id: int, claim_token: str) -> bool:
-    """Queue again a generation this worker runs (same claim token), as if never started.
+def hand_back(pk: int, claim_token: str, work: Work = GENERATIONS) -> bool:
+    """Queue again a row of `work` this worker runs (same claim token), as if never started.
 
     Nothing of its answer so far is kept: only a finished answer or a failure is ever stored.
     False when it was not held with this token any more (finished, cancelled, taken over).
     """
-    moved = Generation.objects.filter(
-        pk=generation_id, claim_token=claim_token, status=GenerationStatus.RUNNING
-    ).update(**_REQUEUED)
-    return moved == 1
+    held = work.rows().filter(pk=pk, claim_token=claim_token, status=work.running)
+    moved = held.update(**_requeued(work))
+    return bool(moved == 1)
 
 
 # --- Leases ----------------------------------------------------------------------------------
 
 
 class Cancelled(Exception):
-    """The generation was cancelled, taken over, or handed back while it ran."""
+    """The work was cancelled, taken over, or handed back while it ran."""
 
 
 stopping = threading.Event()
@@ -342,37 +468,39 @@ def begin_stopping() -> None:
     """Stop this process's work without losing any: claim nothing more, hand back what runs.
 
     Safe to call from a signal handler (it only sets an event): the lease keeper's thread wakes
-    up, hands every generation held here back to the queue and tells their streams to stop.
+    up, hands every generation and judgement held here back to the queue and tells their
+    streams to stop.
     """
     stopping.set()
 
 
 class LeaseKeeper:
-    """Renews, from one thread per process, the leases of the generations running here."""
+    """Renews, from one thread per process, the leases of the work running here."""
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[str, threading.Event]] = {}
+        self._held: dict[tuple[Work, int], tuple[str, threading.Event]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def hold(self, generation: Generation) -> threading.Event:
-        """Keep the generation's lease; the event returned is set when it is no longer ours to
-        run (cancelled, taken over, or handed back because this worker is stopping)."""
+    def hold(self, row: Generation | Judgement) -> threading.Event:
+        """Keep the row's lease; the event returned is set when it is no longer ours to run
+        (cancelled, taken over, or handed back because this worker is stopping)."""
+        work = work_of(row)
         lost = threading.Event()
         with self._lock:
-            self._held[generation.pk] = (generation.claim_token, lost)
+            self._held[(work, row.pk)] = (row.claim_token, lost)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
                 self._thread.start()
         if stopping.is_set():
             # Claimed just as the worker began to stop: hand it back without sending it.
-            hand_back(generation.pk, generation.claim_token)
+            hand_back(row.pk, row.claim_token, work)
             lost.set()
         return lost
 
-    def release(self, generation: Generation) -> None:
+    def release(self, row: Generation | Judgement) -> None:
         with self._lock:
-            self._held.pop(generation.pk, None)
+            self._held.pop((work_of(row), row.pk), None)
 
     def _run(self) -> None:
         while not stopping.wait(max(0.2, settings.GENERATION_LEASE_S / 3)):
@@ -385,22 +513,20 @@ class LeaseKeeper:
         try:
             self.hand_back_all()
         except Exception:
-            logger.exception("handing generations back failed; their leases will run out")
+            logger.exception("handing work back failed; its leases will run out")
         finally:
             connection.close()
 
     def hand_back_all(self) -> int:
-        """Queue again every generation held here and tell their streams to stop."""
+        """Queue again everything held here and tell their streams to stop."""
         with self._lock:
             held = dict(self._held)
         count = 0
-        for pk, (token, lost) in held.items():
-            count += hand_back(pk, token)
+        for (work, pk), (token, lost) in held.items():
+            count += hand_back(pk, token, work)
             lost.set()
         if count:
-            logger.warning(
-                "worker stopping: handed generations back to the queue", extra={"count": count}
-            )
+            logger.warning("worker stopping: handed work back to the queue", extra={"count": count})
         return count
 
     def renew(self) -> None:
@@ -409,14 +535,16 @@ class LeaseKeeper:
         if not held:
             return
         until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
-        still: set[int] = set()
-        for pk, (token, _) in held.items():
-            if Generation.objects.filter(
-                pk=pk, claim_token=token, status=GenerationStatus.RUNNING
-            ).update(lease_expires_at=until):
-                still.add(pk)
-        for pk, (_, lost) in held.items():
-            if pk not in still:
+        still: set[tuple[Work, int]] = set()
+        for (work, pk), (token, _) in held.items():
+            if (
+                work.rows()
+                .filter(pk=pk, claim_token=token, status=work.running)
+                .update(lease_expires_at=until)
+            ):
+                still.add((work, pk))
+        for key, (_, lost) in held.items():
+            if key not in still:
                 lost.set()
 
 

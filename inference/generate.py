@@ -37,6 +37,22 @@ def endpoint_config(endpoint: ModelEndpoint) -> EndpointConfig:
     )
 
 
+def image_parts(
+    item: TaskItem, endpoint: ModelEndpoint
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The item's images as chat content parts for this endpoint (none unless it has vision),
+    and the same recorded by hash, not base64."""
+    parts: list[dict[str, Any]] = []
+    recorded: list[dict[str, Any]] = []
+    for image in item.ordered_images() if endpoint.vision else []:
+        encoded = encode_for_request(
+            image.payload, image.mime, image.width, image.height, endpoint.max_pixels
+        )
+        parts.append({"type": "image_url", "image_url": {"url": encoded.data_url}})
+        recorded.append({"type": "image_url", "image": encoded.record()})
+    return parts, recorded
+
+
 def build_messages(
     item: TaskItem, endpoint: ModelEndpoint
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -44,20 +60,13 @@ def build_messages(
     messages: list[dict[str, Any]] = []
     if item.system:
         messages.append({"role": "system", "content": item.system})
-    images = item.ordered_images() if endpoint.vision else []
+    images, recorded_images = image_parts(item, endpoint)
     if not images:
         messages.append({"role": "user", "content": item.prompt})
         return messages, list(messages)
-    parts: list[dict[str, Any]] = [{"type": "text", "text": item.prompt}]
-    recorded: list[dict[str, Any]] = [{"type": "text", "text": item.prompt}]
-    for image in images:
-        encoded = encode_for_request(
-            image.payload, image.mime, image.width, image.height, endpoint.max_pixels
-        )
-        parts.append({"type": "image_url", "image_url": {"url": encoded.data_url}})
-        recorded.append({"type": "image_url", "image": encoded.record()})
-    messages.append({"role": "user", "content": parts})
-    return messages, [*messages[:-1], {"role": "user", "content": recorded}]
+    text = {"type": "text", "text": item.prompt}
+    messages.append({"role": "user", "content": [text, *images]})
+    return messages, [*messages[:-1], {"role": "user", "content": [text, *recorded_images]}]
 
 
 def request_params(generation: Generation) -> dict[str, Any]:
@@ -79,15 +88,15 @@ def leak_terms(generation: Generation) -> list[str]:
     return terms_with_models(models.values_list("name", "model"))
 
 
-def _outcome(result: StreamResult, terms: list[str] | None = None) -> dict[str, Any]:
+def stream_fields(result: StreamResult) -> dict[str, Any]:
+    """What a finished stream tells about itself: reasoning, finish reason, HTTP status,
+    timings, token counts and speeds (DESIGN §5), and whether its worker kept up."""
     counts = result.token_counts()
     timings = asdict(result.timings)
     timings.update(
         {"chunks": result.chunks, "text_chunks": result.text_chunks, "max_gap_s": result.max_gap_s}
     )
     return {
-        "identity_leaks": find_leaks(f"{result.content}\n{result.reasoning}", terms),
-        "content": result.content,
         "reasoning": result.reasoning,
         "finish_reason": result.finish_reason,
         "http_status": result.http_status,
@@ -96,6 +105,14 @@ def _outcome(result: StreamResult, terms: list[str] | None = None) -> dict[str, 
         **counts,
         **speed_metrics(result.timings, counts["completion_tokens"]),
         **timing_quality(result.scheduling_lag_ms),
+    }
+
+
+def _outcome(result: StreamResult, terms: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "identity_leaks": find_leaks(f"{result.content}\n{result.reasoning}", terms),
+        "content": result.content,
+        **stream_fields(result),
     }
 
 

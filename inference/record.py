@@ -18,6 +18,8 @@ again (a run started again later re-probes; a server upgraded during a long run 
 Threads of one process wait for one probe instead of sending their own; processes store theirs
 with a compare-and-set update, so the worst case is one probe per worker process. A server that
 cannot be reached records an empty version and is probed again with its next generation.
+An endpoint that is not one of the campaign's models (a judge) has no `CampaignModel` to keep
+the answer on: each worker process keeps it in memory for `PROBE_MAX_AGE`.
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ def probe_server_version(base_url: str, api_key: str = "", timeout: float = PROB
 
 _probe_locks: dict[int, threading.Lock] = {}
 _probe_locks_guard = threading.Lock()
+_unlisted: dict[str, tuple[str, datetime]] = {}
+"""Per base URL: the version of a server probed for an endpoint outside the campaign's models."""
+_unlisted_lock = threading.Lock()
 
 
 def _lock_for(member_id: int) -> threading.Lock:
@@ -147,14 +152,14 @@ def _is_current(member: dict[str, Any], now: datetime) -> bool:
 def server_version_for(campaign_id: int, endpoint_id: int, base_url: str, api_key: str = "") -> str:
     """The version of the campaign's server for this endpoint, probed at most once per run."""
     member = _member(campaign_id, endpoint_id)
-    if member is None:  # the endpoint left the campaign after launch: nowhere to keep it
-        return probe_server_version(base_url, api_key)
+    if member is None:  # a judge, or a model that left the campaign after launch
+        return _unlisted_version(base_url, api_key)
     if _is_current(member, timezone.now()):
         return str(member["server_version"])
     with _lock_for(member["pk"]):
         member = _member(campaign_id, endpoint_id)  # another thread may have probed meanwhile
         if member is None:
-            return probe_server_version(base_url, api_key)
+            return _unlisted_version(base_url, api_key)
         if _is_current(member, timezone.now()):
             return str(member["server_version"])
         version = _probe(base_url, api_key, PROBE_TIMEOUT_S)
@@ -164,6 +169,20 @@ def server_version_for(campaign_id: int, endpoint_id: int, base_url: str, api_ke
         CampaignModel.objects.filter(
             pk=member["pk"], server_probed_at=member["server_probed_at"]
         ).update(server_version=version, server_probed_at=timezone.now())
+        return version
+
+
+def _unlisted_version(base_url: str, api_key: str) -> str:
+    """The version of a server that is none of the campaign's models, probed once per process
+    and `PROBE_MAX_AGE` (one lock for all: such probes are rare)."""
+    with _unlisted_lock:
+        known = _unlisted.get(base_url)
+        if known is not None and known[1] >= timezone.now() - PROBE_MAX_AGE:
+            return known[0]
+        version = _probe(base_url, api_key, PROBE_TIMEOUT_S)
+        if version is None:
+            return ""  # unreachable: ask again next time
+        _unlisted[base_url] = (version, timezone.now())
         return version
 
 

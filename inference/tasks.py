@@ -8,7 +8,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
-from . import dispatch, generate
+from . import dispatch, generate, judging
 
 
 @shared_task(name="inference.run_generation", ignore_result=True)
@@ -17,9 +17,15 @@ def run_generation(generation_id: int) -> str:
     return generate.run_generation(generation_id)
 
 
+@shared_task(name="inference.run_judgement", ignore_result=True)
+def run_judgement(judgement_id: int) -> str:
+    """Run one judgement; a redelivered message for a finished one does nothing."""
+    return judging.run_judgement(judgement_id)
+
+
 @shared_task(name="inference.sweep", ignore_result=True)
 def sweep() -> int:
-    """Requeue generations of dead workers and fill free endpoint slots."""
+    """Requeue the work of dead workers and fill free endpoint slots."""
     return dispatch.sweep()
 
 
@@ -36,7 +42,7 @@ def _start_sweeper(**_: Any) -> None:
 @worker_shutting_down.connect
 def _hand_back_on_shutdown(**_: Any) -> None:
     # Sent from the worker's signal handler when a warm (or cold) shutdown begins. A warm
-    # shutdown waits for the tasks that are running: make them end now, their generations
-    # handed back to the queue, rather than after answers that can take minutes. (In the
-    # default threads pool, and the solo pool, the tasks run in this process.)
+    # shutdown waits for the tasks that are running: make them end now, their generations and
+    # judgements handed back to the queue, rather than after answers that can take minutes.
+    # (In the default threads pool, and the solo pool, the tasks run in this process.)
     dispatch.begin_stopping()

@@ -142,6 +142,7 @@ def test_tasks_sent_by_name_are_registered_under_that_name() -> None:
     from inference import tasks as inference_tasks
 
     assert inference_tasks.run_generation.name == dispatch.RUN_GENERATION
+    assert inference_tasks.run_judgement.name == dispatch.RUN_JUDGEMENT
     assert grading_tasks.write_export.name == exports.WRITE_EXPORT
     assert grading_tasks.rebuild_results.name == freshness.REBUILD_RESULTS
     assert grading_tasks.ping.name == worker_ping.PING

@@ -23,7 +23,9 @@ chunk of a stream was due and really written at ``GET /_sim/streams`` (see ``mod
 A request goes through the modules in this order: ``model_server`` (the HTTP side) has
 ``request_parsing`` read it and take out its ``directives``, records it in ``state``, has ``plan``
 decide what to generate and when, and writes it in the dialect's ``wire`` format; ``running``
-starts the servers. ``profiles`` describes the models and ``text`` writes their answers.
+starts the servers. ``profiles`` describes the models and ``text`` writes their answers;
+``judging`` writes a judge's reply instead when the request asks for a judgement (a JSON score
+derived from the judged text by a documented rule, or a malformed reply on request).
 Nothing here imports Django.
 """
 

@@ -2,7 +2,8 @@
 
 A directive in the last user message, or an entry scripted per model through
 ``POST /_sim/faults``, chooses the fault and the timing or length overrides of a request
-(``Directives``).
+(``Directives``). For a judging request, ``quality=N`` sets the judged answer's true score and
+``reply=KIND`` makes the judge's reply misbehave (see ``judging``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from .judging import MAX_SCORE, REPLY_KINDS
 
 HTTP_FAULT_RE = re.compile(r"^[45]\d\d$")
 NAMED_FAULTS = frozenset(
@@ -47,6 +50,8 @@ class Directives:
     tokens: int | None = None
     reasoning_tokens: int | None = None
     chunk: int | None = None
+    quality: int | None = None
+    reply: str | None = None
 
     @classmethod
     def parse(cls, body: str) -> Directives:
@@ -90,6 +95,15 @@ class Directives:
                 if raw.lower() not in ERROR_SHAPES:
                     raise DirectiveError(f"shape must be one of {sorted(ERROR_SHAPES)}")
                 return {"shape": raw.lower()}
+            if key == "reply":
+                if raw.lower() not in REPLY_KINDS:
+                    raise DirectiveError(f"reply must be one of {sorted(REPLY_KINDS)}")
+                return {"reply": raw.lower()}
+            if key == "quality":
+                quality = int(raw)
+                if not 0 <= quality <= MAX_SCORE:
+                    raise DirectiveError(f"quality out of range 0–{MAX_SCORE}: {raw}")
+                return {"quality": quality}
             if key in ("stall_s", "ttft_ms", "tps"):
                 number = float(raw)
                 if number < 0 or (key == "tps" and number == 0):

@@ -65,6 +65,7 @@ LOGGED_PARAMS = (
     "metadata",
     "enable_thinking",
     "max_streaming_response_tokens",
+    "response_format",
     "request_id",
     "user",
 )

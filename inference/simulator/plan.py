@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Literal
 
+from . import judging as simjudging
 from . import text as simtext
 from .profiles import ModelProfile
 from .request_parsing import ChatRequest
@@ -106,14 +107,22 @@ def build_plan(
             answer_target = max(answer_target, cut + 16)
         exact_answer = False
     identity = simtext.identity_name(profile.name, language) if fault == "identity" else None
-    answer = simtext.compose_answer(
-        rng,
-        language,
-        answer_target,
-        code=simtext.wants_code(request.prompt_text),
-        identity=identity,
-    )
-    if exact_answer:
+    judging = simjudging.is_judging(body)
+    if judging:
+        reply = simjudging.judge_reply(
+            profile.name, request.prompt_text, language, directives.quality, directives.reply
+        )
+        # An empty reply is still one (empty) chunk, which carries the finish reason.
+        answer = simtext.split_units(reply) or [""]
+    else:
+        answer = simtext.compose_answer(
+            rng,
+            language,
+            answer_target,
+            code=simtext.wants_code(request.prompt_text),
+            identity=identity,
+        )
+    if exact_answer and not judging:
         answer = answer[:answer_target]
 
     units: list[tuple[Field, str]]
@@ -127,7 +136,10 @@ def build_plan(
         reasoning_count = len(reasoning)
 
     finish_reason = "stop"
-    if fault == "length" and limit is None:
+    if fault == "length" and judging:
+        # A judge's reply is short: cut it two thirds of the way in, whatever max_tokens says.
+        limit = max(1, len(units) * 2 // 3)
+    elif fault == "length" and limit is None:
         limit = directives.tokens if directives.tokens is not None else max(1, len(units) * 2 // 3)
     if limit is not None and len(units) > limit:
         units = units[:limit]

@@ -194,7 +194,7 @@ def in_process(
         # The cap never binds: every thread of the pool may run at once.
         campaign = create_campaign(plan, generations // 2, concurrency, fastdeploy_url, vllm_url)
         saved_enqueue = dispatch._enqueue
-        dispatch._enqueue = lambda ids: None  # type: ignore[assignment]
+        dispatch._enqueue = lambda ids, work=None: None  # type: ignore[assignment,misc]
         generate.complete_with_retries = timed_http  # type: ignore[assignment]
         # The app logs every HTTP request (httpx2, INFO) as the worker does; keep that cost
         # but send the lines nowhere instead of onto this report.
