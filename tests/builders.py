@@ -26,6 +26,7 @@ from django.contrib.auth.models import User
 from django.db.models import Model
 from django.utils import timezone
 
+from grading import judge_prompt
 from grading.models import ReviewSettings, Rubric, Score
 from grading.roles import reviewers_group
 from grading.scores_import import IMPORTED_SUITE_PREFIX
@@ -606,6 +607,29 @@ def new_judgement(
         score=score,
         **fields,
     )
+
+
+def judgement(
+    answer: Generation,
+    judge: ModelEndpoint,
+    *,
+    text: str | None = None,
+    status: str = JudgementStatus.QUEUED,
+    **fields: Any,
+) -> Judgement:
+    """A judgement of `answer` by `judge` as `grading.judging` makes one, saved (see
+    `new_judgement`): queued unless `status` says otherwise, with the messages a judge is sent,
+    text only: the real judge system prompt, then `text` (default: the item's prompt and the
+    answer) as the user message."""
+    if text is None:
+        text = f"Question:\n{answer.item.prompt}\n\nAnswer:\n{answer.content}"
+    request = {
+        "messages": [
+            {"role": "system", "content": judge_prompt.SYSTEM},
+            {"role": "user", "content": text},
+        ]
+    }
+    return new_judgement(answer, judge, status=status, request=request, **fields)
 
 
 JUDGE_SLUGS = ("judge-a", "judge-b")
