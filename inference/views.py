@@ -183,7 +183,8 @@ def campaigns(request: HttpRequest) -> HttpResponse:
 @admin_required
 @require_http_methods(["GET", "POST"])
 def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    """The run page: progress per model, rate, ETA, recent errors; launch, cancel, retry."""
+    """The run page: progress per model and per judge, rate, ETA, recent errors; launch, and
+    cancel or retry the generations and judgements."""
     campaign = get_object_or_404(Campaign.objects.select_related("suite"), public_id=public_id)
     if request.method == "POST":
         external = list(
@@ -204,11 +205,11 @@ def campaign_run(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
                 created = dispatch.launch(campaign)
                 messages.success(request, f"Launched: {created} new generations.")
         elif "cancel" in request.POST:
-            messages.success(request, f"Cancelled {dispatch.cancel(campaign)} generations.")
+            cancelled = dispatch.cancel(campaign)
+            messages.success(request, f"Cancelled {cancelled} generations and judgements.")
         elif "retry" in request.POST:
-            messages.success(
-                request, f"Queued {dispatch.retry_failed(campaign)} generations again."
-            )
+            queued = dispatch.retry_failed(campaign)
+            messages.success(request, f"Queued {queued} generations and judgements again.")
         return redirect("campaign-run", public_id=campaign.public_id)
     context = progress.run_progress(campaign)
     return render_page(request, "inference/campaign_run.html", context, fragments={"progress"})

@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from inference import progress
-from inference.models import Campaign, CampaignModel, Generation
+from inference.models import Campaign, CampaignModel, Generation, Judgement, ModelEndpoint
 from tests import builders
 from tests.conftest import logged_in
 
@@ -195,3 +195,97 @@ def test_run_page_counts_generations_with_degraded_timings(
     assert [model.degraded for model in context["models"]] == [0, 1]
     html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
     assert "1 generation was timed while its worker fell behind by more than 10 ms" in html
+
+
+# --- Judges ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def judged(campaign: Campaign) -> dict[str, Any]:
+    """Campaign `c` with its answers in; judge `gamma` (listed) judged them, `delta` (listed)
+    has not started, and `beta`, one of the campaign's own models, judged one answer too."""
+    Generation.objects.filter(campaign=campaign).update(status="succeeded", finished_at=None)
+    gamma, delta = builders.endpoint("gamma", name="Gamma"), builders.endpoint("delta")
+    campaign.judges.set([gamma, delta])
+    answers = list(campaign.generations.order_by("pk"))
+    states = ["parsed", "parsed", "unparseable", "failed", "running", "queued", "queued"]
+    for answer, state in zip(answers, states, strict=False):
+        builders.judgement(answer, gamma, status=state, score=7 if state == "parsed" else None)
+    Judgement.objects.filter(status="failed").update(error="HTTP 503: judge down")
+    beta = ModelEndpoint.objects.get(slug="beta")
+    builders.judgement(answers[0], beta, status="parsed", score=4)
+    return {"gamma": gamma, "delta": delta, "beta": beta}
+
+
+def test_run_page_shows_each_judges_progress(
+    admin_client: Client, campaign: Campaign, judged: dict[str, Any]
+) -> None:
+    rows = {row.endpoint.slug: row for row in progress.run_progress(campaign)["judges"]}
+    assert list(rows) == ["beta", "delta", "gamma"]
+    assert rows["gamma"].counts == {
+        "queued": 2,
+        "running": 1,
+        "parsed": 2,
+        "unparseable": 1,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    assert rows["gamma"].total == 7 and rows["gamma"].percent["parsed"] == pytest.approx(200 / 7)
+    assert rows["delta"].total == 0 and rows["beta"].counts["parsed"] == 1
+
+    html = admin_client.get(f"/campaigns/{campaign.public_id}/").content.decode()
+    assert 'id="judges"' in html and "Gamma" in html
+    assert "2 parsed, 1 unparseable, 1 failed, 1 running of 7" in html
+    assert "judge gamma · QA-3: HTTP 503: judge down" in html
+    assert 'hx-trigger="every 2s"' in html  # judgements still in flight
+
+
+def test_progress_polls_while_only_judgements_are_in_flight(
+    admin_client: Client, campaign: Campaign, judged: dict[str, Any]
+) -> None:
+    assert not campaign.generations.in_flight().exists()
+    html = admin_client.get(
+        f"/campaigns/{campaign.public_id}/", headers={**HTMX, "HX-Target": "progress"}
+    ).content.decode()
+    assert 'hx-trigger="every 2s"' in html
+    Judgement.objects.filter(status__in=["queued", "running"]).update(status="parsed", score=5)
+    html = admin_client.get(
+        f"/campaigns/{campaign.public_id}/", headers={**HTMX, "HX-Target": "progress"}
+    ).content.decode()
+    assert "hx-trigger" not in html and "The run has ended" in html
+
+
+def test_cancel_and_retry_buttons_cover_judgements(
+    admin_client: Client, campaign: Campaign, judged: dict[str, Any], settings: Any
+) -> None:
+    settings.CELERY_TASK_DEFAULT_QUEUE = "nobody-listens"
+    url = f"/campaigns/{campaign.public_id}/"
+    judgements = Judgement.objects.filter(campaign=campaign)
+    response = admin_client.post(url, {"cancel": "1"}, follow=True)
+    assert "Cancelled 3 generations and judgements." in response.content.decode()
+    assert sorted(judgements.values_list("status", flat=True)) == sorted(
+        [
+            "parsed",
+            "parsed",
+            "parsed",
+            "unparseable",
+            "failed",
+            "cancelled",
+            "cancelled",
+            "cancelled",
+        ]
+    )
+    response = admin_client.post(url, {"retry": "1"}, follow=True)
+    assert "Queued 4 generations and judgements again." in response.content.decode()
+    assert judgements.filter(status="queued").count() == 4
+    assert judgements.filter(status__in=["parsed", "unparseable"]).count() == 4  # never asked again
+
+
+def test_judge_progress_is_for_admins_only(
+    alice_client: Client, campaign: Campaign, judged: dict[str, Any]
+) -> None:
+    assert alice_client.get(f"/campaigns/{campaign.public_id}/").status_code == 403
+    assert (
+        alice_client.post(f"/campaigns/{campaign.public_id}/", {"cancel": "1"}).status_code == 403
+    )
+    assert not Judgement.objects.filter(status="cancelled").exists()
