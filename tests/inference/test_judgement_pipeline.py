@@ -299,3 +299,31 @@ def test_a_stopping_worker_hands_its_judgements_back_and_the_next_one_finishes_t
     # Each sent twice: the abandoned reply and the complete one (never a third time: the
     # leases were renewed while the replies took longer than a lease).
     assert len(simulator.requests(ERNIE)) == 6
+
+
+def test_a_judgement_of_a_killed_worker_runs_again_once_its_lease_runs_out(
+    simulator: SimulatorThread, fast_dispatch: Callable[..., Any]
+) -> None:
+    suite = Suite.objects.create(name="kill")
+    make_item(suite, "k0", "k0")
+    model = endpoint(simulator, "model", QWEN_VL)
+    judge = endpoint(simulator, "judge", ERNIE)
+    campaign = answered("kill", suite, [model])
+    answer = campaign.generations.get()
+    made = builders.judgement(answer, judge, text=f"{answer.content} [[sim: ttft_ms=1500, tps=50]]")
+    first = fast_dispatch()
+    dispatch.pump([judge.pk])
+    deadline = time.monotonic() + 20
+    while not simulator.requests(ERNIE):  # sent; its first token comes 1.5 s later
+        assert time.monotonic() < deadline, first.output()[-3000:]
+        time.sleep(0.05)
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    assert Judgement.objects.get(pk=made.pk).status == "running"  # as the dead worker left it
+
+    second = fast_dispatch()
+    judgements = Judgement.objects.filter(pk=made.pk)
+    wait_until_judged(judgements, second)
+    done = judgements.get()
+    assert (done.status, done.attempts) == ("parsed", 1) and done.score is not None
+    assert len(simulator.requests(ERNIE)) == 2  # once to the killed worker, once to the next
