@@ -289,3 +289,10 @@ def test_judge_progress_is_for_admins_only(
         alice_client.post(f"/campaigns/{campaign.public_id}/", {"cancel": "1"}).status_code == 403
     )
     assert not Judgement.objects.filter(status="cancelled").exists()
+
+
+def test_run_page_with_judges_query_count_is_constant(
+    admin_client: Client, campaign: Campaign, judged: dict[str, Any], django_assert_max_num_queries
+) -> None:
+    with django_assert_max_num_queries(15):
+        admin_client.get(f"/campaigns/{campaign.public_id}/")
