@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from inference import generate
+from inference import generate, record
 from inference.models import Campaign, CampaignModel, CampaignStatus, Generation, GenerationStatus
 from inference.record import (
     PROBE_MAX_AGE,
@@ -185,6 +185,24 @@ def test_threads_of_a_worker_probe_a_server_once_per_run() -> None:
     assert answers == ["0.8.5"] * 8
     assert server.seen == [("/version", "")]  # one probe for eight generations
     assert CampaignModel.objects.get(campaign=campaign).server_version == "0.8.5"
+
+
+@pytest.mark.django_db
+def test_a_judge_outside_the_campaigns_models_is_probed_once_per_process_and_hour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suite = builders.suite("judged", [])
+    model, judge = builders.endpoint("alpha"), builders.endpoint("judge")
+    campaign = builders.campaign("judged", suite, [model])
+    with StandIn(served(version=(200, '{"version": "0.8.5"}'))) as server:
+        assert server_version_for(campaign.pk, judge.pk, server.url) == "0.8.5"
+        assert server_version_for(campaign.pk, judge.pk, server.url) == "0.8.5"
+        assert len(server.seen) == 1  # kept in memory: no CampaignModel to keep it on
+        later = timezone.now() + record.PROBE_MAX_AGE + timedelta(minutes=1)
+        monkeypatch.setattr(record.timezone, "now", lambda: later)
+        assert server_version_for(campaign.pk, judge.pk, server.url) == "0.8.5"
+        assert len(server.seen) == 2  # an hour on: asked again
+    assert not CampaignModel.objects.filter(endpoint=judge).exists()
 
 
 # --- What a generation stores ------------------------------------------------------------------
