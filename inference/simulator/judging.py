@@ -3,8 +3,9 @@
 A chat request is a **judging request** when its ``response_format`` is a JSON schema named
 ``gradebench_judgement`` (``{"type": "json_schema", "json_schema": {"name":
 "gradebench_judgement", …}}``), or, for servers that are sent no ``response_format``, when a
-system message contains the word ``gradebench_judgement`` (the judge prompt names its reply
-format so).
+system message states the reply format: it contains ``gradebench_judgement``, or both quoted
+keys ``"rationale"`` and ``"score"`` (as the judge prompt's ``{"rationale": "…", "score": …}``
+does).
 
 The reply is ``{"rationale": "…", "score": N}`` (rationale first, as schema-ordered decoding
 writes it), and N follows a rule tests can recompute:
@@ -101,7 +102,10 @@ def is_judging(body: Mapping[str, Any]) -> bool:
         schema = response_format.get("json_schema")
         if isinstance(schema, Mapping) and schema.get("name") == RESPONSE_FORMAT_NAME:
             return True
-    return any(RESPONSE_FORMAT_NAME in text for text in _system_texts(body))
+    return any(
+        RESPONSE_FORMAT_NAME in text or ('"rationale"' in text and '"score"' in text)
+        for text in _system_texts(body)
+    )
 
 
 def _hashed(*parts: str) -> int:

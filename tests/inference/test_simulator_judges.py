@@ -12,6 +12,7 @@ import openai
 import pytest
 from django.test import override_settings
 
+from grading.judge_prompt import SYSTEM
 from inference import judging
 from inference.models import Judgement, ModelEndpoint, Suite
 from inference.simulator import SimulatorThread
@@ -47,15 +48,16 @@ def test_a_judging_request_is_known_by_its_response_format_or_its_system_prompt(
     simulator: SimulatorThread,
 ) -> None:
     by_format = ask(simulator, QWEN_VL, "Answer: blue [[sim: quality=4]]", response_format=SCHEMA)
-    by_prompt = ask(
-        simulator,
-        ERNIE,
-        "Answer: blue [[sim: quality=4]]",
-        system="Reply format (gradebench_judgement): JSON.",
+    by_prompt = ask(simulator, ERNIE, "Answer: blue [[sim: quality=4]]", system=SYSTEM)
+    by_name = ask(
+        simulator, R1, "Answer: blue [[sim: quality=4]]", system="Reply: gradebench_judgement."
     )
-    neither = ask(simulator, ERNIE, "Answer: blue [[sim: quality=4, tokens=30]]")
-    for response, model in ((by_format, QWEN_VL), (by_prompt, ERNIE)):
-        reply = json.loads(response.choices[0].message.content)
+    neither = ask(
+        simulator, ERNIE, "Answer: blue [[sim: quality=4, tokens=30]]", system="Be helpful."
+    )
+    for response, model in ((by_format, QWEN_VL), (by_prompt, ERNIE), (by_name, R1)):
+        content = response.choices[0].message.content.rpartition("</think>")[2]
+        reply = json.loads(content)
         assert list(reply) == ["rationale", "score"] and reply["rationale"]
         assert reply["score"] == max(0, min(10, 4 + noise(model, "Answer: blue")))
     assert not neither.choices[0].message.content.startswith("{")
