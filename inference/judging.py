@@ -7,10 +7,13 @@ judge prompt as a system message and the text to judge as the user message). Run
   encoded as a generation's are; the stored request records them by hash;
 * sampling comes from the campaign's `judge_params`, temperature 0 unless they say otherwise;
 * the reply is asked for as structured output (`judge_reply.RESPONSE_FORMAT`) where the
-  server takes it: OpenAI-compatible and vLLM servers do; FastDeploy refuses any guided request
-  with HTTP 400 unless it was started with `--guided-decoding-backend`, so it is not sent one
-  by default. `judge_params["structured_output"]` (true or false) decides for every judge of
-  the campaign. The judge prompt states the reply format in words either way;
+  server takes it: OpenAI and vLLM servers do; FastDeploy refuses any guided request with
+  HTTP 400 unless it was started with `--guided-decoding-backend`, so it is not sent one by
+  default. `judge_params["structured_output"]` (true or false) decides for every judge of the
+  campaign. A server that refuses the request because of its `response_format` (FastDeploy
+  without a guided-decoding backend, llama-cpp-python's server, which knows only
+  `json_object`) is asked again without one, and this worker process asks that endpoint
+  without one from then on. The judge prompt states the reply format in words either way;
 * the reply's content (reasoning kept apart) is read by `judge_reply.read_reply`: a score makes
   the judgement `parsed`, anything else `unparseable` with the reason and the raw text kept. A
   server that answers with nothing at all (after the retries) is `unparseable` too ("empty
@@ -38,6 +41,9 @@ JUDGE_DEFAULTS: dict[str, Any] = {"temperature": 0}
 STRUCTURED_OUTPUT = "structured_output"
 """The `judge_params` key that turns structured output on or off for every judge."""
 _FIELDS = frozenset(field.name for field in Judgement._meta.concrete_fields)
+_REFUSAL_WORDS = ("response_format", "json_schema", "guided")
+_refused: set[tuple[int, str]] = set()
+"""(endpoint id, base URL) of the servers that refused structured output in this process."""
 
 
 class JudgeRequestError(Exception):
@@ -53,6 +59,12 @@ def wants_structured_output(endpoint: ModelEndpoint, params: dict[str, Any]) -> 
     if isinstance(chosen, bool):
         return chosen
     return endpoint.dialect != Dialect.FASTDEPLOY
+
+
+def refuses_structured_output(error: ModelError) -> bool:
+    """Whether a server turned the request down because of its `response_format`."""
+    message = error.message.lower()
+    return error.http_status in (400, 422, 500) and any(w in message for w in _REFUSAL_WORDS)
 
 
 def _text_of(content: Any) -> str:
@@ -155,15 +167,11 @@ def _run_claimed(judgement: Judgement, *, hand_over: bool) -> tuple[str, Judgeme
         heartbeat()
 
     config = endpoint_config(endpoint)
-    try:
-        messages, recorded = judge_messages(judgement, endpoint)
-        params = judge_params(judgement.campaign)
-        request = build_request(config, messages, params)
-        if wants_structured_output(endpoint, params):
-            request["response_format"] = RESPONSE_FORMAT
+
+    def ask(request: dict[str, Any], recorded: list[dict[str, Any]]) -> tuple[StreamResult, int]:
         stored_request = {**request, "messages": recorded, "base_url": config.base_url}
         Judgement.objects.filter(pk=judgement.pk).update(request=stored_request)
-        result, attempts = complete_with_retries(
+        return complete_with_retries(
             config,
             request,
             max_attempts=settings.MODEL_MAX_ATTEMPTS,
@@ -172,6 +180,32 @@ def _run_claimed(judgement: Judgement, *, hand_over: bool) -> tuple[str, Judgeme
             heartbeat=heartbeat,
             sleep=back_off,
         )
+
+    try:
+        messages, recorded = judge_messages(judgement, endpoint)
+        params = judge_params(judgement.campaign)
+        request = build_request(config, messages, params)
+        server = (endpoint.pk, config.base_url)
+        structured = wants_structured_output(endpoint, params) and server not in _refused
+        try:
+            result, attempts = ask(
+                {**request, "response_format": RESPONSE_FORMAT} if structured else request,
+                recorded,
+            )
+        except ModelError as error:
+            if not (structured and refuses_structured_output(error)):
+                raise
+            _refused.add(server)
+            logger.warning(
+                "judge refused structured output; asking without it",
+                extra={"endpoint": endpoint.slug, "error": error.message},
+            )
+            try:
+                result, attempts = ask(request, recorded)
+            except ModelError as again:
+                again.attempts += error.attempts
+                raise again from None
+            attempts += error.attempts
         reply = read_reply(result.content, result.finish_reason)
         status = JudgementStatus.PARSED if reply.parsed else JudgementStatus.UNPARSEABLE
         successor = dispatch.finish(

@@ -7,6 +7,10 @@ system message states the reply format: it contains ``gradebench_judgement``, or
 keys ``"rationale"`` and ``"score"`` (as the judge prompt's ``{"rationale": "…", "score": …}``
 does).
 
+The FastDeploy-style server refuses a request for structured output (``response_format`` of type
+``json_schema`` or ``json_object``, or a ``guided_*`` option) with HTTP 400, as FastDeploy does
+unless started with ``--guided-decoding-backend``; the vLLM-style server takes it.
+
 The reply is ``{"rationale": "…", "score": N}`` (rationale first, as schema-ordered decoding
 writes it), and N follows a rule tests can recompute:
 

@@ -71,6 +71,24 @@ LOGGED_PARAMS = (
 )
 
 
+GUIDED_REFUSAL = (
+    "guided_backend is None, use --guided-decoding-backend to specify the backend at server "
+    "startup."
+)
+GUIDED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structural_tag")
+
+
+def _asks_for_guided_output(body: Mapping[str, Any]) -> bool:
+    """Whether a request asks for guided (structured) output, as FastDeploy tells it."""
+    response_format = body.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
+        return True
+    return any(body.get(key) is not None for key in GUIDED_KEYS)
+
+
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
     delay = deadline - loop.time()
     if delay > 0:
@@ -228,6 +246,9 @@ class ModelServer:
             directives=parsed.directives.as_dict(),
         )
         profile = self.profiles[parsed.model]
+        if self.dialect == "fastdeploy" and _asks_for_guided_output(body):
+            # As FastDeploy started without --guided-decoding-backend (its default) answers.
+            raise bad_request(self.dialect, GUIDED_REFUSAL)
         if parsed.images and not profile.vision:
             raise bad_request(self.dialect, self._no_vision_message(profile, len(parsed.images)))
         if profile.max_images is not None and len(parsed.images) > profile.max_images:

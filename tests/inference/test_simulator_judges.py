@@ -70,10 +70,10 @@ def test_the_true_score_without_a_marker_comes_from_the_judged_text_and_judges_a
     truth = int.from_bytes(hashlib.sha256(f"quality\0{judged}".encode()).digest()[:8], "big") % 11
     scores = {}
     for model in (ERNIE, QWEN_VL, R1):
-        response = ask(simulator, model, judged, response_format=SCHEMA)
+        response = ask(simulator, model, judged, system=SYSTEM)
         scores[model] = score_of(response)
         assert scores[model] == max(0, min(10, truth + noise(model, judged)))
-        again = ask(simulator, model, judged, response_format=SCHEMA, temperature=1.0, seed=3)
+        again = ask(simulator, model, judged, system=SYSTEM, temperature=1.0, seed=3)
         assert score_of(again) == scores[model]
     assert max(scores.values()) - min(scores.values()) <= 2
 
@@ -127,7 +127,7 @@ def one_judgement(sim: SimulatorThread, judge: ModelEndpoint, text: str, **field
 
 
 @pytest.mark.django_db(transaction=True)
-def test_structured_output_follows_the_dialect_unless_the_campaign_says(
+def test_structured_output_follows_the_dialect_and_a_refusal_is_asked_again_without_it(
     simulator: SimulatorThread,
 ) -> None:
     ernie = endpoint(simulator, "ernie", ERNIE)
@@ -136,14 +136,31 @@ def test_structured_output_follows_the_dialect_unless_the_campaign_says(
     assert "response_format" not in Judgement.objects.get(pk=made.pk).request
     assert "response_format" not in simulator.requests(ERNIE)[-1]["params"]
 
-    # A FastDeploy server started with a guided-decoding backend takes it: the campaign says so.
+    # The campaign asks for structured output everywhere; this FastDeploy server refuses it (it
+    # was not started with a guided-decoding backend): asked again without, once per process.
     made.campaign.judge_params = {"structured_output": True, "temperature": 0.2}
     made.campaign.save()
-    again = builders.judgement(made.generation, ernie, prompt_version="v2", text="Answer: green")
-    assert judging.run_judgement(again.pk) == "parsed"
-    stored = Judgement.objects.get(pk=again.pk).request
+    try:
+        for version in ("v2", "v3"):
+            again = builders.judgement(made.generation, ernie, prompt_version=version)
+            assert judging.run_judgement(again.pk) == "parsed"
+            done = Judgement.objects.get(pk=again.pk)
+            assert "response_format" not in done.request and "structured_output" not in done.request
+            assert done.request["temperature"] == 0.2 and done.error == ""
+            assert done.attempts == (2 if version == "v2" else 1)
+    finally:
+        judging._refused.clear()
+    logged = simulator.requests(ERNIE)[1:]
+    assert [entry["status"] for entry in logged] == [400, 200, 200]
+    assert "response_format" in logged[0]["params"] and "guided_backend" in logged[0]["error"]
+
+    # A vLLM server takes it.
+    qwen = endpoint(simulator, "qwen", QWEN_VL)
+    judged = builders.judgement(made.generation, qwen, text="Answer: green [[sim: tps=3000]]")
+    assert judging.run_judgement(judged.pk) == "parsed"
+    stored = Judgement.objects.get(pk=judged.pk).request
     assert stored["response_format"]["json_schema"]["name"] == "gradebench_judgement"
-    assert stored["temperature"] == 0.2 and "structured_output" not in stored
+    assert stored["response_format"]["json_schema"]["strict"] is True
 
 
 @pytest.mark.django_db(transaction=True)
