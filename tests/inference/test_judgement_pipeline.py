@@ -12,9 +12,11 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from inference import dispatch
 from inference.models import (
@@ -327,3 +329,36 @@ def test_a_judgement_of_a_killed_worker_runs_again_once_its_lease_runs_out(
     done = judgements.get()
     assert (done.status, done.attempts) == ("parsed", 1) and done.score is not None
     assert len(simulator.requests(ERNIE)) == 2  # once to the killed worker, once to the next
+
+
+def test_run_judges_scores_every_answer_with_the_judge_prompt(
+    simulator: SimulatorThread, fast_dispatch: Callable[..., Any]
+) -> None:
+    suite = Suite.objects.create(name="judged")
+    for n in range(3):
+        make_item(suite, f"q{n}", f"问题 {n}:为什么天空是蓝色的?[[sim: tps=3000]]", code="QA")
+    ernie = endpoint(simulator, "ernie", ERNIE)
+    r1 = endpoint(simulator, "r1", R1)
+    judges = [endpoint(simulator, "judge-vllm", QWEN_VL), endpoint(simulator, "judge-fd", ERNIE)]
+    campaign = make_campaign("judged", suite, [ernie, r1])
+    campaign.judges.set(judges)
+    for model in (ernie, r1):
+        for item in suite.items.all():
+            builders.generation(campaign, item, model, content=f"{model.slug} says: Rayleigh.")
+    worker = fast_dispatch()
+
+    out, err = StringIO(), StringIO()  # the grading side's command, as an admin runs it
+    call_command("run_judges", "judged", "--wait", stdout=out, stderr=err)
+
+    judgements = Judgement.objects.filter(campaign=campaign).select_related("judge")
+    assert judgements.count() == 6 * 2, out.getvalue()
+    for judgement in judgements:
+        assert judgement.status == JudgementStatus.PARSED, (
+            judgement.problem,
+            judgement.error,
+            judgement.raw_output[:200],
+            worker.output()[-2000:],
+        )
+        assert judgement.score is not None and 0 <= judgement.score <= 10 and judgement.rationale
+        assert ("response_format" in judgement.request) == (judgement.judge.dialect == "vllm")
+    assert "judge-vllm: parsed 6" in out.getvalue() and "judge-fd: parsed 6" in out.getvalue()
