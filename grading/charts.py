@@ -7,15 +7,19 @@ pages offer as CSV. Figures hold only numbers and labels computed here; nothing 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.cache import cache
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
+from inference.models import Campaign
+
 from .comparison import ModelSummary, Selection, TaskTypeInfo
-from .judge_stats import JudgeReport, Point
+from .judge_stats import CACHE_TIMEOUT_S, Current, JudgeReport, Point
 
 SCORE_RANGE = [0, 10]
 # Colour-blind-safe (Okabe–Ito), in model order.
@@ -356,6 +360,19 @@ def charts(selection: Selection) -> list[Chart]:
         *speed_bars(summaries),
         quality_speed(summaries),
     ]
+
+
+def judge_charts(campaign: Campaign, prompt_version: str, current: Current) -> list[Chart]:
+    """`judge_scatter` of each judge of these judge results, built once per build and language
+    (a chart of 100,000 answers takes 50 ms to assemble; the page is read far more often than
+    its figures are rebuilt)."""
+    build = repr((campaign.public_id, prompt_version, current.as_of.isoformat(), get_language()))
+    key = "judge-charts:" + hashlib.sha256(build.encode()).hexdigest()[:32]
+    made: list[Chart] | None = cache.get(key)
+    if made is None:
+        made = [judge_scatter(report) for report in current.results.reports]
+        cache.set(key, made, CACHE_TIMEOUT_S)
+    return made
 
 
 def judge_scatter(report: JudgeReport) -> Chart:

@@ -602,7 +602,9 @@ def campaign_judges(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
         "campaign": found.campaign,
         "judge_results": found,
         "freshness": current,
-        "reports": [(report, charts.judge_scatter(report)) for report in found.reports],
+        "reports": list(
+            zip(found.reports, charts.judge_charts(campaign, prompt_version, current), strict=True)
+        ),
         "prompt_versions": versions,
         "prompt_version": prompt_version,
         "version_query": f"prompt_version={prompt_version}" if prompt_version else "",

@@ -657,6 +657,8 @@ class Judgement(models.Model):
         indexes = [
             models.Index(fields=["judge", "status"]),
             models.Index(fields=["campaign", "status"]),
+            # The newest finish of a campaign's judgements stamps its judge results.
+            models.Index(fields=["campaign", "finished_at"]),
         ]
 
     def __str__(self) -> str:
