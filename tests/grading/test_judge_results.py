@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import threading
 import time
 from typing import Any
@@ -271,6 +272,10 @@ def test_task_types_where_the_judge_cannot_stand_in_come_first(admin: User) -> N
     assert [r["cannot_stand_in"] for r in rows] == ["1", "1", "0"]
     assert float(rows[2]["alpha"]) > 0.9 > float(rows[1]["alpha"])
     assert float(rows[2]["spearman"]) > 0.9 and float(rows[1]["spearman"]) < -0.9
+    # On the page: no verdict where alpha cannot be computed, a warning where it is low.
+    html = logged_in(admin).get(judges_url(campaign)).content.decode()
+    verdicts = re.findall(r'<td class="stand-in">(?:<span class="warning">([^<]*)</span>)?', html)
+    assert verdicts == ["no verdict yet", "cannot stand in", ""]
 
 
 def test_prompt_version_latest_by_default_or_chosen(judged: dict[str, Any], admin: User) -> None:
