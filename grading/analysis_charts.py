@@ -57,7 +57,11 @@ def position_effect(selection: Selection) -> Chart:
             "layout": _layout(
                 showlegend=False,
                 height=max(240, 40 * len(measured) + 120),
-                xaxis={"title": {"text": _("first − second (score points)")}, "zeroline": True},
+                xaxis={
+                    "title": {"text": _("first − second (score points)")},
+                    "zeroline": True,
+                    "rangemode": "tozero",  # 0, no effect, is always in sight
+                },
                 yaxis={"automargin": True, "autorange": "reversed"},
             ),
         },
@@ -78,7 +82,7 @@ def length_scatter(selection: Selection) -> Chart:
             continue
         traces.append(
             {
-                "type": "scattergl",
+                "type": "scatter",
                 "mode": "markers",
                 "name": model,
                 "x": [a[3] for a in answers],
