@@ -31,7 +31,7 @@ from . import analysis_export, bias, comparison, ranking
 from .comparison import CampaignInfo, Filters, ModelInfo, TaskTypeInfo
 
 CACHE_VERSION = 1
-POINTS_PER_CELL = 200
+POINTS_PER_CELL = 100
 """At most this many answers per (campaign, task type, model) in the length-versus-score chart
 (an even, seeded sample): a chart of 100,000 points helps nobody and weighs megabytes."""
 SIGNIFICANT = 0.05

@@ -7,6 +7,7 @@ behind it, offered as CSV. The position and ranking charts' tables are `export_a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -14,6 +15,9 @@ from django.utils.translation import gettext as _
 from . import analysis_export
 from .analyses import POINTS_PER_CELL, Selection
 from .charts import PALETTE, Chart, _layout, _round
+
+POINTS_PER_MODEL = 600
+"""At most this many points per model in the length chart (every k-th of those in view)."""
 
 
 def position_effect(selection: Selection) -> Chart:
@@ -77,9 +81,11 @@ def length_scatter(selection: Selection) -> Chart:
     traces = []
     rows: list[tuple[Any, ...]] = []
     for model in [m.slug for m in selection.base.models]:
-        answers = by_model.get(model, [])
+        answers = sorted(by_model.get(model, []))
         if not answers:
             continue
+        if len(answers) > POINTS_PER_MODEL:  # an even thinning, the same every time
+            answers = answers[:: math.ceil(len(answers) / POINTS_PER_MODEL)]
         traces.append(
             {
                 "type": "scatter",
@@ -101,10 +107,11 @@ def length_scatter(selection: Selection) -> Chart:
         _("Answer length against score, per model"),
         _(
             "Each point is one answer: its length (completion tokens where every answer of the "
-            "task type has a count, else characters) and its mean score. At most %(n)s answers "
-            "per campaign, task type and model are drawn (a fixed sample)."
+            "task type has a count, else characters) and its mean score. Drawn: a fixed sample of "
+            "at most %(cell)s answers per campaign, task type and model, thinned to at most "
+            "%(model)s per model."
         )
-        % {"n": POINTS_PER_CELL},
+        % {"cell": POINTS_PER_CELL, "model": POINTS_PER_MODEL},
         {
             "data": traces,
             "layout": _layout(
