@@ -423,4 +423,4 @@ def test_spearman_ci_is_fisher_z_with_the_bonett_wright_error() -> None:
     answers = [(i // 2, float(i), float(i % 5)) for i in range(20)]  # two samples per item
     result = bias.length_association(answers)
     assert (result.answers, result.items) == (20, 10) and result.rho is not None
-    assert (result.ci_low, result.ci_high) == pytest.approx(bias.spearman_ci(result.rho, 10))
+    assert (result.ci_low, result.ci_high) == pytest.approx(bias.spearman_ci(result.rho, 20))
