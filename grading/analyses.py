@@ -66,10 +66,11 @@ class LengthRow:
         r = self.result
         if r is None or r.ci_low is None or r.ci_high is None:
             return ""
+        if not r.difference:
+            return ""
         if r.ci_low > 0 or r.ci_high < 0:
-            same = (r.ci_low > 0) == (r.difference > 0) or r.difference == 0
-            return "holds" if same else "reversed"
-        return "gone" if r.difference else ""
+            return "holds" if (r.ci_low > 0) == (r.difference > 0) else "reversed"
+        return "gone"
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,6 @@ class Analyses:
     task_types: list[TaskTypeInfo]
     models: list[ModelInfo]
     scores: int
-    positioned: int
-    """Scores with a known position."""
     fits: list[tuple[str, list[ranking.Rating]]]
     """The overall fit (task type "") first, then one per task type."""
     position: list[PositionRow]
@@ -137,7 +136,6 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Analyses:
         ],
         models=[ModelInfo(slug, names.get(slug, slug)) for slug in models],
         scores=len(data.rows),
-        positioned=sum(r.position is not None for r in data.rows),
         fits=list(analysis_export.ranking_fits(data)),
         position=[PositionRow(*row) for row in analysis_export.position_figures(data)],
         balance=analysis_export.balance_figures(data),
@@ -181,10 +179,6 @@ class Selection:
     points: dict[tuple[str, str, str], tuple[str, list[tuple[float, float]]]]
     fairness: list[str] = field(default_factory=list)
     pooling: list[comparison.PoolingNote] = field(default_factory=list)
-
-    @property
-    def has_positions(self) -> bool:
-        return any(row.result.measured for row in self.position)
 
 
 def select(base: Analyses, filters: Filters, *, admin: bool) -> Selection:

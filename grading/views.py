@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
@@ -614,10 +616,12 @@ def _analyses_page(
     return render_page(request, "grading/analyses.html", context, fragments={"analyses"})
 
 
-def analysis_tables(selection: analyses.Selection) -> dict[str, tuple[tuple[str, ...], list]]:
+def analysis_tables(
+    selection: analyses.Selection,
+) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
     """The page's tables as `export_analysis` rows, by the CSV name the page links to."""
     fits = [("", selection.overall), *((t.code, fit) for t, fit in selection.by_type)]
-    tables: dict[str, tuple[tuple[str, ...], list]] = {
+    tables: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {
         "ranking-table": (
             analysis_export.RANKING_COLUMNS,
             [analysis_export.ranking_row(code, r) for code, fit in fits for r in fit],

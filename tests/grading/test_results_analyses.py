@@ -20,7 +20,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from grading import analyses, comparison, freshness, tasks
+from grading import analyses, bias, comparison, freshness, tasks
 from grading.models import Score
 from inference.models import Campaign, Generation
 from tests import builders
@@ -306,3 +306,22 @@ def test_the_charts_carry_their_numbers(study: dict[str, Any], admin: User) -> N
     points = csv_of(client, page_of(study["campaigns"]["main"]), "length")
     assert sum(len(trace["x"]) for trace in scatter) == len(points) == 3 * 16 - 4
     assert {t["name"] for t in scatter} == {"ernie", "r1", "qwen"}
+
+
+@pytest.mark.parametrize(
+    ("difference", "low", "high", "verdict"),
+    [
+        (1.0, 0.2, 1.5, "holds"),
+        (-1.0, -1.5, -0.2, "holds"),
+        (1.0, -0.3, 1.5, "gone"),
+        (1.0, -1.5, -0.2, "reversed"),
+        (0.0, 0.2, 1.5, ""),
+        (1.0, None, None, ""),
+    ],
+)
+def test_whether_a_lead_survives_equal_length(
+    difference: float, low: float | None, high: float | None, verdict: str
+) -> None:
+    result = bias.LengthControlled(difference, 0.5, low, high, 0.01, 10)
+    assert analyses.LengthRow("c", "AR", "a", "b", result).verdict == verdict
+    assert analyses.LengthRow("c", "AR", "a", "b", None).verdict == ""
