@@ -325,3 +325,31 @@ def test_whether_a_lead_survives_equal_length(
     result = bias.LengthControlled(difference, 0.5, low, high, 0.01, 10)
     assert analyses.LengthRow("c", "AR", "a", "b", result).verdict == verdict
     assert analyses.LengthRow("c", "AR", "a", "b", None).verdict == ""
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_rebuilds_the_analyses_after_a_new_score(
+    admin: User, settings: Any, celery_worker_process: Any
+) -> None:
+    from tests.grading.test_results_freshness import add_score
+    from tests.grading.test_results_pages import build_fixed_study, wait_until_fresh
+
+    cache.clear()
+    campaign = build_fixed_study()
+    worker = celery_worker_process()
+    settings.CELERY_TASK_DEFAULT_QUEUE = worker.queue
+    settings.RESULTS_WORKER_START_S = 120  # the web process would take over only after this
+    client = logged_in(admin)
+    url = page_of(campaign)
+    before = csv_of(client, url, "position-table")
+    add_score(campaign)  # a late reviewer's 10 for alpha-m's TC-0 answer
+    assert 'id="freshness"' in client.get(url).content.decode()
+    assert csv_of(client, url, "position-table") == before  # the previous figures meanwhile
+    wait_until_fresh(client, url)
+    after = csv_of(client, url, "position-table")
+    assert after == export_rows("position", "--campaign", campaign.slug) != before
+    assert "late" in {r["reviewer"] for r in after}  # the new reviewer's row
+    output = worker.output()
+    assert "gradebench.rebuild_results" in output, output
+    assert "runner=worker" in output and "outcome=built" in output, output
