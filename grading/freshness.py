@@ -1,9 +1,10 @@
 """Results figures that never keep a page waiting once they exist.
 
-A figure set is the `comparison.Base` of one scope: the same campaigns, the same reviewer
-filter, the same sampling settings. Its cache entry (`Built`) remembers which data it was built
-from (`comparison.fingerprint` of the campaigns' `stamps`) and when that data was read. A page
-asks `figures` and gets one of:
+A figure set is what one KIND of page computes for one scope (the same campaigns, the same
+reviewer filter, the same sampling settings): the `comparison.Base` of the results pages
+(`COMPARISON`), or the `analyses.Analyses` of the bias and ranking pages (`ANALYSES`). Its
+cache entry (`Built`) remembers which data it was built from (`comparison.fingerprint` of the
+campaigns' `stamps`) and when that data was read. A page asks `figures` and gets one of:
 
 - the data has not changed since: the cached figures, fresh;
 - it has (a new score, a finished generation): the cached figures all the same, marked stale
@@ -42,6 +43,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -51,8 +54,8 @@ from django.utils import timezone
 
 from inference.models import Campaign
 
-from . import comparison
-from .comparison import Base, CampaignInfo
+from . import analyses, comparison
+from .comparison import CampaignInfo
 from .models import FigureBuild
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,10 @@ WORKER_KEY = "results-rebuild:worker"
 WORKER_MEMORY_S = 60
 WAIT_STEP_S = 0.2
 THREAD_NAME = "rebuild-results"
+COMPARISON = "comparison"
+ANALYSES = "analyses"
+BUILDERS: dict[str, ModuleType] = {COMPARISON: comparison, ANALYSES: analyses}
+"""Per kind of figure set: the module whose `build(infos, reviewer=...)` computes it."""
 
 
 @dataclass(frozen=True)
@@ -72,14 +79,15 @@ class Built:
 
     data: str
     as_of: datetime
-    base: Base
+    base: Any
+    """A `comparison.Base` or an `analyses.Analyses`, by the kind of the scope."""
 
 
 @dataclass(frozen=True)
 class Figures:
     """What a page shows: the latest figures of its scope, and whether newer data exists."""
 
-    base: Base
+    base: Any
     as_of: datetime
     stale: bool
     """Newer data exists; a rebuild is under way (or waits for the end of a cool-down)."""
@@ -96,6 +104,7 @@ class Scope:
     data: str
     """Changes with any score or generation of these campaigns."""
     read_at: datetime
+    kind: str = COMPARISON
 
     @property
     def cache_key(self) -> str:
@@ -106,8 +115,12 @@ class Scope:
         return [info.pk for info in self.infos]
 
 
-def scope_of(campaigns: Sequence[Campaign], *, reviewer: str, scored_only: bool) -> Scope:
+def scope_of(
+    campaigns: Sequence[Campaign], *, reviewer: str, scored_only: bool, kind: str = COMPARISON
+) -> Scope:
     """The scope of these campaigns (those with a score, if `scored_only`) and its data now."""
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown kind of figures {kind!r}")
     read_at = timezone.now()
     found = comparison.stamps([c.pk for c in campaigns])
     if scored_only:
@@ -116,21 +129,31 @@ def scope_of(campaigns: Sequence[Campaign], *, reviewer: str, scored_only: bool)
     imported = {pk for pk, stamp in found.items() if stamp.imported}
     infos = comparison.campaign_infos(campaigns, simulated=simulated, imported=imported)
     pks = [info.pk for info in infos]
-    what = repr(
-        (comparison.CACHE_VERSION, reviewer, [(i.pk, i.slug, i.models, i.params) for i in infos])
+    parts: tuple[Any, ...] = (
+        comparison.CACHE_VERSION,
+        reviewer,
+        [(i.pk, i.slug, i.models, i.params) for i in infos],
     )
-    key = hashlib.sha256(what.encode()).hexdigest()[:32]
-    return Scope(infos, reviewer, key, comparison.fingerprint(found, pks, reviewer), read_at)
+    if kind != COMPARISON:  # the results pages' keys stay as they were
+        parts = (*parts, kind, analyses.CACHE_VERSION)
+    key = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+    data = comparison.fingerprint(found, pks, reviewer)
+    return Scope(infos, reviewer, key, data, read_at, kind)
 
 
 def figures(
-    campaigns: Sequence[Campaign], *, reviewer: str = "", scored_only: bool = False
+    campaigns: Sequence[Campaign],
+    *,
+    reviewer: str = "",
+    scored_only: bool = False,
+    kind: str = COMPARISON,
 ) -> Figures:
     """The latest figures of these campaigns, fresh or marked stale (see the module doc).
 
-    `scored_only` leaves out the campaigns without a score (the overview).
+    `scored_only` leaves out the campaigns without a score (the overview); `kind` is the kind
+    of figure set (`COMPARISON` or `ANALYSES`).
     """
-    scope = scope_of(campaigns, reviewer=reviewer, scored_only=scored_only)
+    scope = scope_of(campaigns, reviewer=reviewer, scored_only=scored_only, kind=kind)
     built: Built | None = cache.get(scope.cache_key)
     if built is None:
         built = _first_build(scope)
@@ -202,7 +225,7 @@ def _build(scope: Scope) -> tuple[Built, bool]:
     cached: Built | None = cache.get(scope.cache_key)
     if cached is not None and cached.data == scope.data:
         return cached, False
-    base = comparison.build(scope.infos, reviewer=scope.reviewer)
+    base = BUILDERS[scope.kind].build(scope.infos, reviewer=scope.reviewer)
     built = Built(scope.data, scope.read_at, base)
     cache.set(scope.cache_key, built, comparison.CACHE_TIMEOUT_S)
     return built, True
@@ -234,7 +257,13 @@ def _first_build(scope: Scope) -> Built:
 
 
 def rebuild(
-    campaign_ids: Sequence[int], reviewer: str, key: str, token: str, *, runner: str
+    campaign_ids: Sequence[int],
+    reviewer: str,
+    key: str,
+    token: str,
+    *,
+    runner: str,
+    kind: str = COMPARISON,
 ) -> str:
     """Build a scope's figures under a claim made by `refresh` (the task's and the thread's work).
 
@@ -249,7 +278,7 @@ def rebuild(
     try:
         found = {c.pk: c for c in comparison.campaigns_queryset().filter(pk__in=campaign_ids)}
         campaigns = [found[pk] for pk in campaign_ids if pk in found]
-        scope = scope_of(campaigns, reviewer=reviewer, scored_only=False)
+        scope = scope_of(campaigns, reviewer=reviewer, scored_only=False, kind=kind)
         if scope.key == key:
             _, built = _build(scope)
             outcome = "built" if built else "current"
@@ -284,19 +313,23 @@ def refresh(scope: Scope) -> None:
     if token is None:
         return
     args = (scope.campaign_ids, scope.reviewer, scope.key, token)
+    kind = scope.kind
     if cache.get(WORKER_KEY) == "":
-        transaction.on_commit(lambda: _watch(*args, wait_s=0.0))
+        transaction.on_commit(lambda: _watch(*args, wait_s=0.0, kind=kind))
     else:
-        transaction.on_commit(lambda: _enqueue(*args))
+        transaction.on_commit(lambda: _enqueue(*args, kind=kind))
 
 
-def _enqueue(campaign_ids: list[int], reviewer: str, key: str, token: str) -> None:
+def _enqueue(
+    campaign_ids: list[int], reviewer: str, key: str, token: str, *, kind: str = COMPARISON
+) -> None:
     wait_s = float(settings.RESULTS_WORKER_START_S)
     try:
         # By name: the task module imports this one, so this one does not import it back.
         current_app.send_task(
             REBUILD_RESULTS,
             args=(campaign_ids, reviewer, key, token),
+            kwargs={"kind": kind} if kind != COMPARISON else {},
             queue=settings.CELERY_TASK_DEFAULT_QUEUE,
             expires=settings.RESULTS_BUILD_LOCK_S,
             ignore_result=True,
@@ -304,10 +337,18 @@ def _enqueue(campaign_ids: list[int], reviewer: str, key: str, token: str) -> No
     except Exception:
         logger.warning("broker unavailable; rebuilding results here", exc_info=True)
         wait_s = 0.0
-    _watch(campaign_ids, reviewer, key, token, wait_s=wait_s)
+    _watch(campaign_ids, reviewer, key, token, wait_s=wait_s, kind=kind)
 
 
-def _watch(campaign_ids: list[int], reviewer: str, key: str, token: str, *, wait_s: float) -> None:
+def _watch(
+    campaign_ids: list[int],
+    reviewer: str,
+    key: str,
+    token: str,
+    *,
+    wait_s: float,
+    kind: str = COMPARISON,
+) -> None:
     """In a thread: give a worker `wait_s` to start the claim, then build here if none did."""
 
     def run() -> None:
@@ -318,7 +359,7 @@ def _watch(campaign_ids: list[int], reviewer: str, key: str, token: str, *, wait
                 if not waiting.exists():
                     return  # a worker started it
                 time.sleep(WAIT_STEP_S)
-            outcome = rebuild(campaign_ids, reviewer, key, token, runner="thread")
+            outcome = rebuild(campaign_ids, reviewer, key, token, runner="thread", kind=kind)
             if wait_s and outcome != "skipped":
                 cache.set(WORKER_KEY, "", WORKER_MEMORY_S)
         except Exception:

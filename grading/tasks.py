@@ -24,6 +24,11 @@ def write_export(export_id: int) -> str:
 
 
 @shared_task(name="gradebench.rebuild_results", ignore_result=True)
-def rebuild_results(campaign_ids: list[int], reviewer: str, key: str, token: str) -> str:
-    """Build a results page's figures in the background; a late or repeated message does nothing."""
-    return freshness.rebuild(campaign_ids, reviewer, key, token, runner="worker")
+def rebuild_results(
+    campaign_ids: list[int], reviewer: str, key: str, token: str, kind: str = freshness.COMPARISON
+) -> str:
+    """Build a results page's figures in the background; a late or repeated message does nothing.
+
+    `kind` is the kind of figure set (`freshness.COMPARISON`, `freshness.ANALYSES`).
+    """
+    return freshness.rebuild(campaign_ids, reviewer, key, token, runner="worker", kind=kind)

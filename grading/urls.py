@@ -20,12 +20,18 @@ urlpatterns = [
     path("exports/<str:public_id>/download/", views.export_download, name="export-download"),
     path("results/", views.results_overview, name="results"),
     path("results/items/", views.results_items, name="results-items"),
+    path("results/bias-ranking/", views.analyses_overview, name="results-analyses"),
     path("results/<str:public_id>/", views.campaign_results, name="campaign-results"),
     path("results/<str:public_id>/judges/", views.campaign_judges, name="campaign-judges"),
     path(
         "results/<str:public_id>/judges/<str:judge>/disagreements/",
         views.judge_disagreements,
         name="judge-disagreements",
+    ),
+    path(
+        "results/<str:public_id>/bias-ranking/",
+        views.campaign_analyses,
+        name="campaign-analyses",
     ),
     path(
         "results/<str:public_id>/visibility/",

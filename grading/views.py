@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
@@ -41,6 +43,9 @@ from inference.models import (
 from inference.pages import HttpResponseClientRedirect, fragment_wanted, push_url, render_page
 
 from . import (
+    analyses,
+    analysis_charts,
+    analysis_export,
     assignment,
     blind_sheet,
     charts,
@@ -543,6 +548,126 @@ def _chart_csv(
     header, rows = tables[wanted]
     response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
     name = f"{campaign.slug if campaign else 'results'}-{wanted}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+# --- Bias and ranking (DESIGN §7.1) ------------------------------------------------------------
+
+
+@member_required
+@require_GET
+def analyses_overview(request: HtmxHttpRequest) -> HttpResponseBase:
+    """Bias and ranking over every campaign with scores the viewer may read (or those chosen)."""
+    visible = list(_results_campaigns(request))
+    chosen = {c.public_id for c in visible} & set(request.GET.getlist("campaign"))
+    campaigns = [c for c in visible if not chosen or c.public_id in chosen]
+    withheld = 0 if is_admin(request.user) else _opened_but_withheld(request).count()
+    return _analyses_page(request, campaigns, campaign=None, withheld=withheld)
+
+
+@member_required
+@require_GET
+def campaign_analyses(request: HtmxHttpRequest, public_id: str) -> HttpResponseBase:
+    """Bias and ranking of one campaign, from its scores only."""
+    withheld = _opened_but_withheld(request).filter(public_id=public_id)
+    if not is_admin(request.user) and withheld.exists():
+        return render(request, "grading/results_withheld.html", status=403)
+    campaign = get_object_or_404(_results_campaigns(request), public_id=public_id)
+    return _analyses_page(request, [campaign], campaign=campaign)
+
+
+def _analyses_page(
+    request: HtmxHttpRequest,
+    campaigns: list[Campaign],
+    *,
+    campaign: Campaign | None,
+    withheld: int = 0,
+) -> HttpResponseBase:
+    """The bias and ranking analyses of `campaigns`: a page, its `analyses` fragment, one
+    table's or chart's CSV, or 204 to the freshness poll while nothing is new. Per-reviewer
+    position figures reach admins only."""
+    admin = is_admin(request.user)
+    filters = comparison.Filters.from_query(request.GET, allow_reviewer=False)
+    current = freshness.figures(campaigns, scored_only=campaign is None, kind=freshness.ANALYSES)
+    if current.stale and request.htmx and request.htmx.trigger == "freshness":
+        return HttpResponse(status=204)
+    selection = analyses.select(current.base, filters, admin=admin)
+    figures = analysis_charts.charts(selection)
+    chosen = request.GET.getlist("campaign") if campaign is None else []
+    link_query = QueryDict(filters.as_query(), mutable=True)
+    link_query.setlist("campaign", chosen)
+    wanted_csv = request.GET.get("csv")
+    if wanted_csv:
+        return _analysis_csv(figures, selection, wanted_csv, campaign)
+    context = {
+        **_campaign_heading(campaign),
+        "withheld": withheld,
+        "selection": selection,
+        "freshness": current,
+        "charts": figures,
+        "filters": filters,
+        "filter_query": link_query.urlencode(),
+        "all_task_types": current.base.task_types,
+        "modalities": Modality.choices,
+        "chosen_campaigns": chosen,
+        "show_reviewers": admin,
+        "significant": analyses.SIGNIFICANT,
+    }
+    return render_page(request, "grading/analyses.html", context, fragments={"analyses"})
+
+
+def analysis_tables(
+    selection: analyses.Selection,
+) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """The page's tables as `export_analysis` rows, by the CSV name the page links to."""
+    fits = [("", selection.overall), *((t.code, fit) for t, fit in selection.by_type)]
+    tables: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {
+        "ranking-table": (
+            analysis_export.RANKING_COLUMNS,
+            [analysis_export.ranking_row(code, r) for code, fit in fits for r in fit],
+        ),
+        "position-table": (
+            analysis_export.POSITION_COLUMNS,
+            [
+                analysis_export.position_row(r.campaign, r.reviewer, r.result)
+                for r in sorted(
+                    [*selection.position, *selection.reviewers],
+                    key=lambda r: (r.campaign, r.reviewer),
+                )
+            ],
+        ),
+        "length-table": (
+            analysis_export.LENGTH_COLUMNS,
+            [
+                analysis_export.length_row(r.campaign, r.task_type, r.a, r.b, r.result)
+                for r in selection.length
+            ],
+        ),
+        "association-table": (
+            analysis_export.ASSOCIATION_COLUMNS,
+            [
+                analysis_export.association_row(r.campaign, r.task_type, r.model, r.unit, r.result)
+                for r in selection.association
+            ],
+        ),
+    }
+    return tables
+
+
+def _analysis_csv(
+    figures: list[charts.Chart],
+    selection: analyses.Selection,
+    wanted: str,
+    campaign: Campaign | None,
+) -> StreamingHttpResponse:
+    tables = {chart.id: (chart.header, chart.rows) for chart in figures}
+    tables.update(analysis_tables(selection))
+    if wanted not in tables:
+        raise Http404
+    header, rows = tables[wanted]
+    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
+    name = f"{campaign.slug if campaign else 'results'}-bias-ranking-{wanted}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 

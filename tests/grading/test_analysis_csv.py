@@ -26,6 +26,7 @@ HEADERS = {
     "position": "campaign,reviewer,effect,ci_low,ci_high,p_value,scores",
     "length": "campaign,task_type,model_a,model_b,difference,controlled_difference,ci_low,"
     "ci_high,items",
+    "association": "campaign,task_type,model,unit,rho,ci_low,ci_high,answers,items",
 }
 
 
@@ -205,7 +206,8 @@ def test_text_cells_are_neutralised_and_numbers_are_not(study: dict[str, Any]) -
 
 def test_unknown_kind_and_campaign_are_clear_errors(study: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(
-        CommandError, match=r"unknown analysis 'bias' \(known: ranking, position, length\)"
+        CommandError,
+        match=r"unknown analysis 'bias' \(known: ranking, position, length, association\)",
     ):
         export("bias")
     output = tmp_path / "out.csv"
@@ -220,3 +222,30 @@ def test_output_file_holds_the_same_bytes(study: dict[str, Any], tmp_path: Path)
     written = output.read_bytes().decode("utf-8")
     assert written == export("position", "--campaign", "pair")
     assert written.count("\r\n") == 3
+
+
+def test_association_recomputes_from_the_answers(study: dict[str, Any]) -> None:
+    rows = export_rows("association", "--campaign", "main")
+    assert [(r["task_type"], r["model"]) for r in rows] == [
+        (code, model) for code in ("AR", "CK") for model in ("ernie", "r1", "qwen")
+    ]
+    for row in rows:
+        answers = Generation.objects.filter(
+            campaign__slug="main", item__task_type__code=row["task_type"],
+            endpoint__slug=row["model"],
+        )  # fmt: skip
+        # r1 lacks one token count on an AR item: its AR cell falls back to characters.
+        tokens = all(a.completion_tokens is not None for a in answers)
+        assert row["unit"] == ("tokens" if tokens else "characters")
+        lengths, means = [], []
+        for answer in answers:
+            values = list(answer.scores.values_list("score", flat=True))
+            lengths.append(answer.completion_tokens if tokens else len(answer.content))
+            means.append(sum(values) / len(values))
+        rho = scipy_stats.spearmanr(lengths, means).statistic
+        assert number(row["rho"]) == pytest.approx(rho, abs=6e-4)
+        assert int(row["answers"]) == len(answers) == int(row["items"])
+        low, high = bias.spearman_ci(rho, len(answers))
+        got = (number(row["ci_low"]), number(row["ci_high"]))
+        assert got == pytest.approx((low, high), abs=6e-4)
+        assert float(row["ci_low"]) < float(row["rho"]) < float(row["ci_high"])

@@ -214,7 +214,7 @@ def test_injected_length_preference_shows_in_each_models_association() -> None:
     data = length_study(8, per_token=0.01)
     for model in ("long", "short"):
         answers = [(i, n, s) for i, pairs in data[model].items() for n, s in pairs]
-        association = bias.length_association(answers, resamples=300)
+        association = bias.length_association(answers)
         assert association.ci_low is not None and association.ci_low > 0
         assert association.answers == 160 and association.items == 80
 
@@ -225,7 +225,7 @@ def test_no_length_effect_is_reported_where_none_was_injected() -> None:
     assert result is not None and result.ci_low is not None and result.ci_high is not None
     assert result.ci_low < 0 < result.ci_high
     answers = [(i, n, s) for i, pairs in data["long"].items() for n, s in pairs]
-    association = bias.length_association(answers, resamples=300)
+    association = bias.length_association(answers)
     assert association.ci_low is not None and association.ci_high is not None
     assert association.ci_low < 0 < association.ci_high
     assert association.rho == pytest.approx(
@@ -411,3 +411,16 @@ def test_a_model_that_wins_every_pair_keeps_a_finite_rating() -> None:
 def test_rank_ranges_follow_interval_overlaps() -> None:
     ranges = ranking.rank_ranges([1100, 1050, 900], [1200, 1150, 1000])
     assert ranges == [(1, 2), (1, 2), (3, 3)]
+
+
+def test_spearman_ci_is_fisher_z_with_the_bonett_wright_error() -> None:
+    rho, n = 0.3, 50
+    se = ((1 + rho**2 / 2) / (n - 3)) ** 0.5
+    z = 0.5 * np.log((1 + rho) / (1 - rho))
+    expected = [np.tanh(z - 1.959963984540054 * se), np.tanh(z + 1.959963984540054 * se)]
+    assert bias.spearman_ci(rho, n) == pytest.approx(expected)
+    assert bias.spearman_ci(0.5, 3) == (None, None)
+    answers = [(i // 2, float(i), float(i % 5)) for i in range(20)]  # two samples per item
+    result = bias.length_association(answers)
+    assert (result.answers, result.items) == (20, 10) and result.rho is not None
+    assert (result.ci_low, result.ci_high) == pytest.approx(bias.spearman_ci(result.rho, 20))

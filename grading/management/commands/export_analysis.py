@@ -12,8 +12,9 @@ class Command(CsvExportCommand):
     help = (
         "Export a bias or ranking analysis as CSV (DESIGN §7.1). KIND is 'ranking' (Bradley-Terry "
         "ratings with a bootstrap CI over items, overall and per task type), 'position' (the mean "
-        "score shown first minus shown second, per campaign and reviewer) or 'length' (per "
-        "matchup, the score difference and the difference at equal answer length)."
+        "score shown first minus shown second, per campaign and reviewer), 'length' (per "
+        "matchup, the score difference and the difference at equal answer length) or "
+        "'association' (per model and task type, Spearman's rho of answer length and score)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
