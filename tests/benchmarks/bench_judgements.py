@@ -246,11 +246,21 @@ def report(
     peak: dict[int, int],
     cpu: dict[str, float],
 ) -> dict[str, Any]:
+    from django.db.models import Q
+
     from inference.models import Judgement, JudgementStatus
 
     rows = list(
         Judgement.objects.filter(campaign=campaign).values(
-            "judge_id", "status", "finished_at", "completion_tokens", "ttft_ms", "problem", "error"
+            "judge__dialect",
+            "status",
+            "started_at",
+            "finished_at",
+            "completion_tokens",
+            "ttft_ms",
+            "problem",
+            "error",
+            structured=Q(request__has_key="response_format"),
         )
     )
     statuses = Counter(str(row["status"]) for row in rows)
@@ -301,6 +311,17 @@ def report(
     print(
         f"  most running at once per judge (sampled): {', '.join(map(str, sorted(peak.values())))}"
         f" of {cap}"
+    )
+    early = sum(1 for row in rows if row["started_at"] and ts(row["started_at"]) < ts(t0))
+    if early:
+        print(f"  !! {early} judgements started before t0, while they were being created")
+    sent = Counter((row["judge__dialect"], row["structured"]) for row in finished)
+    print(
+        "  structured output sent: "
+        + ", ".join(
+            f"{dialect} {sent[dialect, True]} of {sent[dialect, True] + sent[dialect, False]}"
+            for dialect in sorted({dialect for dialect, _ in sent})
+        )
     )
     ttfts = [row["ttft_ms"] - TTFT_MS for row in finished if row["ttft_ms"] is not None]
     if ttfts:
