@@ -39,6 +39,10 @@ the tail weigh more in % of ideal than at full size.
 
     python tests/benchmarks/bench_judgements.py [--judgements 10000] [--caps 8,32]
         [--concurrency THREADS (default 2 x cap)] [--database NAME] [--redis URL]
+
+Needs PostgreSQL on 127.0.0.1:5432 (databases NAME_template and NAME_<cap>, default NAME
+`gradebench_bench_judgements`, dropped at the end) and Redis (`--redis`, default db 13: a
+private queue, whose keys are deleted at the end).
 """
 
 from __future__ import annotations
