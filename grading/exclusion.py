@@ -11,6 +11,7 @@ export keeps every score: it is the raw record. A change of the exclusions bumps
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -67,3 +68,43 @@ def excluded(campaign_ids: Sequence[int]) -> dict[int, list[str]]:
 def excluded_count(campaign_ids: Sequence[int]) -> int:
     """How many (campaign, reviewer) exclusions these campaigns have."""
     return sum(len(names) for names in excluded(campaign_ids).values())
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a results page says about exclusions in view."""
+
+    count: int
+    """Distinct reviewers excluded from at least one campaign in view."""
+    names: list[str]
+    """Admins only: each excluded reviewer, with the campaigns when several are in view."""
+
+
+def note(campaigns: Sequence[Campaign], *, names: bool) -> Note:
+    """The exclusion note of a page showing `campaigns`; `names` for admins only: a reviewer
+    reading opened results learns how many people were left out, never who."""
+    slug_of = {c.pk: c.slug for c in campaigns}
+    by_reviewer: dict[str, list[str]] = {}
+    for campaign_id, usernames in excluded(list(slug_of)).items():
+        for username in usernames:
+            by_reviewer.setdefault(username, []).append(slug_of[campaign_id])
+    shown: list[str] = []
+    if names:
+        for username in sorted(by_reviewer):
+            where = by_reviewer[username]
+            shown.append(username if len(slug_of) == 1 else f"{username} ({', '.join(where)})")
+    return Note(len(by_reviewer), shown)
+
+
+def warning(campaign_slugs: Sequence[str] | None) -> str:
+    """The line the figure exports print on stderr when exclusions shape their figures, or ""."""
+    campaigns = Campaign.objects.order_by("slug")
+    if campaign_slugs:
+        campaigns = campaigns.filter(slug__in=campaign_slugs)
+    found = note(list(campaigns), names=True)
+    if not found.count:
+        return ""
+    return (
+        f"warning: {found.count} reviewer(s) excluded from these figures: "
+        f"{', '.join(found.names)}; their scores are left out (export_scores keeps them)"
+    )
