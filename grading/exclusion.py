@@ -97,14 +97,20 @@ def note(campaigns: Sequence[Campaign], *, names: bool) -> Note:
 
 
 def warning(campaign_slugs: Sequence[str] | None) -> str:
-    """The line the figure exports print on stderr when exclusions shape their figures, or ""."""
-    campaigns = Campaign.objects.order_by("slug")
+    """The line the figure exports print on stderr when exclusions shape their figures, or ""
+    (one query)."""
+    rows = ReviewSettings.excluded_reviewers.through.objects.order_by(
+        "user__username", "reviewsettings__campaign__slug"
+    )
     if campaign_slugs:
-        campaigns = campaigns.filter(slug__in=campaign_slugs)
-    found = note(list(campaigns), names=True)
-    if not found.count:
+        rows = rows.filter(reviewsettings__campaign__slug__in=campaign_slugs)
+    by_reviewer: dict[str, list[str]] = {}
+    for username, slug in rows.values_list("user__username", "reviewsettings__campaign__slug"):
+        by_reviewer.setdefault(username, []).append(slug)
+    if not by_reviewer:
         return ""
+    names = ", ".join(f"{name} ({', '.join(slugs)})" for name, slugs in by_reviewer.items())
     return (
-        f"warning: {found.count} reviewer(s) excluded from these figures: "
-        f"{', '.join(found.names)}; their scores are left out (export_scores keeps them)"
+        f"warning: {len(by_reviewer)} reviewer(s) excluded from these figures: {names}; "
+        "their scores are left out (export_scores keeps them)"
     )

@@ -337,7 +337,7 @@ def test_figure_exports_warn_on_stderr_and_the_per_score_export_keeps_everything
     )
     assert "warning" not in aggregate
     _, warning = command_output("export_analysis", "ranking", "--campaign", "first")
-    assert "1 reviewer(s) excluded from these figures: benedikt" in warning
+    assert "1 reviewer(s) excluded from these figures: benedikt (first)" in warning
     _, warning = command_output("export_analysis", "ranking", "--campaign", "second")
     assert warning == ""
     # benedikt's 18 scores of `first` are gone from its aggregate, not from the database.
