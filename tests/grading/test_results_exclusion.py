@@ -348,3 +348,17 @@ def test_figure_exports_warn_on_stderr_and_the_per_score_export_keeps_everything
     }
     assert scores == {"m-one": 6, "m-two": 6, "m-three": 6}
     assert Score.objects.filter(generation__campaign=first).count() == 36
+
+
+def test_the_items_behind_a_figure_show_excluded_scores_marked_and_uncounted(
+    shared: dict[str, Any], admin: User
+) -> None:
+    first = shared["campaigns"]["first"]
+    exclusion.exclude(first, shared["people"]["benedikt"])
+    query = {"task_type": "AR", "campaign": first.public_id, "model": "m-one"}
+    html = logged_in(admin).get(reverse("results-items"), query).content.decode()
+    # Every score still shown; benedikt's struck through, and each mean is annika's score alone.
+    assert html.count("<s>benedikt: <strong>10</strong></s> excluded") == 6
+    item = first.suite.items.order_by("external_id").first()
+    assert item is not None
+    assert f"mean {float(item.pk % 11):.2f}" in html
