@@ -352,6 +352,7 @@ def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
     context.update(
         {
             "counts": counts,
+            "excluded": exclusion.note([campaign], names=True),
             "large": {kind: exports.is_large(kind, counts) for kind in ExportKind.values},
             "inline_max": settings.EXPORT_INLINE_MAX_ROWS,
             # Where the form comes back to: the page showing this section.

@@ -362,3 +362,26 @@ def test_the_items_behind_a_figure_show_excluded_scores_marked_and_uncounted(
     item = first.suite.items.order_by("external_id").first()
     assert item is not None
     assert f"mean {float(item.pk % 11):.2f}" in html
+
+
+def test_a_cached_page_shows_its_figures_stale_after_an_exclusion(
+    shared: dict[str, Any], admin: User
+) -> None:
+    first = shared["campaigns"]["first"]
+    client = logged_in(admin)
+    url = reverse("campaign-results", args=[first.public_id])
+    cache.clear()
+    assert "— updating" not in client.get(url).content.decode()
+    exclusion.exclude(first, shared["people"]["benedikt"])
+    html = client.get(url).content.decode()
+    assert "— updating" in html and "1 reviewer excluded from these figures" in html
+    cache.clear()
+
+
+def test_the_export_section_says_the_aggregate_leaves_excluded_reviewers_out(
+    shared: dict[str, Any], admin: User
+) -> None:
+    first = shared["campaigns"]["first"]
+    exclusion.exclude(first, shared["people"]["benedikt"])
+    html = logged_in(admin).get(reverse("campaign-export", args=[first.public_id])).content
+    assert "without benedikt, excluded from the results" in html.decode()
