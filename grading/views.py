@@ -260,7 +260,10 @@ def review_exclusion(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     reviewer = get_object_or_404(User, username=request.POST.get("reviewer", ""))
     name = reviewer.get_username()
     refused = ""
-    if "include" in request.POST:
+    action = request.POST.get("action", "")
+    if action not in ("exclude", "include"):
+        return HttpResponseBadRequest("Say whether to exclude or include.")
+    if action == "include":
         exclusion.include(campaign, reviewer)
         notice = _("%(reviewer)s's scores count in this campaign's results again.") % {
             "reviewer": name

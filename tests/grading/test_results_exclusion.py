@@ -168,9 +168,8 @@ def test_excluded_reviewers_leave_every_figure_and_come_back_byte_for_byte(
             for n, (slug, username) in enumerate(sorted(chosen)):
                 made = Campaign.objects.get(slug=slug)
                 headers = HTMX if n % 2 == 0 else {}
-                response = client.post(
-                    exclusion_url(made), {"reviewer": username, "exclude": "1"}, headers=headers
-                )
+                asked = {"reviewer": username, "action": "exclude"}
+                response = client.post(exclusion_url(made), asked, headers=headers)
                 assert response.status_code == (200 if headers else 302)
 
             # Nothing deleted; the raw record unchanged; every figure set's data key moved.
@@ -201,7 +200,7 @@ def test_excluded_reviewers_leave_every_figure_and_come_back_byte_for_byte(
 
             for slug, username in chosen:
                 made = Campaign.objects.get(slug=slug)
-                client.post(exclusion_url(made), {"reviewer": username, "include": "1"})
+                client.post(exclusion_url(made), {"reviewer": username, "action": "include"})
             assert figure_csvs(client, campaigns) == before
             assert data_keys(campaigns) != moved
             transaction.set_rollback(True)
@@ -237,7 +236,7 @@ def shared(db: None) -> dict[str, Any]:
 def test_a_reviewer_cannot_exclude_anyone(shared: dict[str, Any]) -> None:
     first = shared["campaigns"]["first"]
     client = logged_in(shared["people"]["annika"])
-    response = client.post(exclusion_url(first), {"reviewer": "benedikt", "exclude": "1"})
+    response = client.post(exclusion_url(first), {"reviewer": "benedikt", "action": "exclude"})
     assert response.status_code == 403
     assert not exclusion.excluded([first.pk])
 
@@ -247,18 +246,20 @@ def test_excluding_someone_without_scores_is_refused(shared: dict[str, Any], adm
     version = ReviewSettings.objects.get(campaign=second).scores_version
     client = logged_in(admin)
     response = client.post(
-        exclusion_url(second), {"reviewer": "benedikt", "exclude": "1"}, headers=HTMX
+        exclusion_url(second), {"reviewer": "benedikt", "action": "exclude"}, headers=HTMX
     )
     html = response.content.decode()
     assert response.status_code == 200
     assert "benedikt has no scores in this campaign: there is nothing to exclude." in html
-    response = client.post(exclusion_url(second), {"reviewer": "cidalia", "exclude": "1"})
+    response = client.post(exclusion_url(second), {"reviewer": "cidalia", "action": "exclude"})
     assert response.status_code == 302
     page = client.get(response["Location"]).content.decode()
     assert "cidalia has no scores in this campaign" in page
     assert not exclusion.excluded([second.pk])
     assert ReviewSettings.objects.get(campaign=second).scores_version == version
     assert client.post(exclusion_url(second), {"reviewer": "nobody-at-all"}).status_code == 404
+    assert client.post(exclusion_url(second), {"reviewer": "annika"}).status_code == 400
+    assert not exclusion.excluded([second.pk])
     assert client.get(exclusion_url(second)).status_code == 405
 
 
@@ -270,7 +271,7 @@ def test_the_progress_page_excludes_and_includes_with_htmx(
     page = client.get(reverse("review-progress", args=[first.public_id])).content.decode()
     assert page.count("Exclude from results") == 2 and 'hx-target="#reviewers"' in page
     response = client.post(
-        exclusion_url(first), {"reviewer": "benedikt", "exclude": "1"}, headers=HTMX
+        exclusion_url(first), {"reviewer": "benedikt", "action": "exclude"}, headers=HTMX
     )
     fragment = response.content.decode()
     assert fragment.lstrip().startswith('<section class="card" id="reviewers">')
@@ -278,10 +279,10 @@ def test_the_progress_page_excludes_and_includes_with_htmx(
     assert exclusion.excluded([first.pk]) == {first.pk: ["benedikt"]}
     # Excluding twice changes nothing more.
     version = ReviewSettings.objects.get(campaign=first).scores_version
-    client.post(exclusion_url(first), {"reviewer": "benedikt", "exclude": "1"}, headers=HTMX)
+    client.post(exclusion_url(first), {"reviewer": "benedikt", "action": "exclude"}, headers=HTMX)
     assert ReviewSettings.objects.get(campaign=first).scores_version == version
     response = client.post(
-        exclusion_url(first), {"reviewer": "benedikt", "include": "1"}, headers=HTMX
+        exclusion_url(first), {"reviewer": "benedikt", "action": "include"}, headers=HTMX
     )
     assert "count in this campaign&#x27;s results again" in response.content.decode()
     assert not exclusion.excluded([first.pk])
