@@ -386,3 +386,14 @@ def test_the_export_section_says_the_aggregate_leaves_excluded_reviewers_out(
     exclusion.exclude(first, shared["people"]["benedikt"])
     html = logged_in(admin).get(reverse("campaign-export", args=[first.public_id])).content
     assert "without benedikt, excluded from the results" in html.decode()
+
+
+def test_the_django_admin_shows_exclusions_without_editing_them(
+    shared: dict[str, Any], admin: User
+) -> None:
+    first = shared["campaigns"]["first"]
+    exclusion.exclude(first, shared["people"]["benedikt"])
+    url = reverse("admin:inference_campaign_change", args=[first.pk])
+    html = logged_in(admin).get(url).content.decode()
+    assert "Excluded reviewers" in html and "benedikt" in html
+    assert 'name="review-0-excluded_reviewers"' not in html
