@@ -31,6 +31,8 @@ class ReviewSettingsInline(admin.StackedInline[ReviewSettings, Campaign]):
     model = ReviewSettings
     can_delete = False
     filter_horizontal = ["reviewers"]
+    # Changed on the Review progress page, which also marks the campaign's figures stale.
+    readonly_fields = ["excluded_reviewers"]
 
 
 class CampaignWithReviewAdmin(CampaignAdmin):

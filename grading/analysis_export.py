@@ -115,7 +115,7 @@ def read(
     campaigns: Sequence[str] | None = None, *, campaign_ids: Sequence[int] | None = None
 ) -> Data:
     """The scores of the campaigns named by slug (or by id), every campaign by default."""
-    scores = Score.objects.order_by()
+    scores = Score.objects.counted().order_by()
     members = CampaignModel.objects.order_by("campaign__slug", "position", "endpoint__slug")
     if campaigns:
         scores = scores.filter(generation__campaign__slug__in=campaigns)

@@ -285,7 +285,7 @@ def build(infos: Sequence[CampaignInfo], *, reviewer: str = "") -> Base:
     all_types = list(TaskType.objects.order_by("position", "code"))
     type_code = {t.pk: t.code for t in all_types}
 
-    scores = Score.objects.filter(generation__campaign_id__in=pks).order_by()
+    scores = Score.objects.counted().filter(generation__campaign_id__in=pks).order_by()
     if reviewer:
         scores = scores.filter(reviewer__username=reviewer)
     # Per (campaign, task type, model): item -> scores; per (campaign, task type): ratings.

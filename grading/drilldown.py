@@ -4,12 +4,14 @@ model's answer to it, and every score each answer got.
 An item is listed once per campaign it was asked in, `PER_PAGE` to a page, ordered by campaign
 and item id. Choosing a model lists the items that model answered, still with every model's
 answer (the one chosen is marked on the page); choosing a reviewer shows only their scores.
+The scores of a reviewer excluded from the campaign's results are shown, marked, and left out
+of the answer's mean.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
@@ -18,6 +20,7 @@ from django.utils.safestring import SafeString
 
 from inference.models import Campaign, Generation, TaskType
 
+from . import exclusion
 from .markdown import render_markdown
 from .models import Score
 
@@ -30,6 +33,8 @@ class ScoreShown:
     score: int
     flagged: bool
     comment: str
+    excluded: bool = False
+    """Given by a reviewer excluded from the campaign's results: shown, not counted."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,12 @@ def drill_down(
         "endpoint__slug", "sample"
     ):
         by_key.setdefault((generation.campaign_id, generation.item_id), []).append(generation)
-    items = [_item(by_key[key]) for key in page.object_list if by_key.get(key)]
+    left_out = exclusion.excluded(list({campaign for campaign, _ in page.object_list}))
+    items = [_item(by_key[key], left_out) for key in page.object_list if by_key.get(key)]
     return Drilldown(page=page, items=items)
 
 
-def _item(answers: list[Generation]) -> ItemShown:
+def _item(answers: list[Generation], left_out: Mapping[int, list[str]]) -> ItemShown:
     item = answers[0].item
     return ItemShown(
         public_id=item.public_id,
@@ -113,20 +119,25 @@ def _item(answers: list[Generation]) -> ItemShown:
         campaign_slug=answers[0].campaign.slug,
         prompt=item.prompt,
         reference=item.reference,
-        answers=tuple(_answer(generation) for generation in answers),
+        answers=tuple(
+            _answer(generation, set(left_out.get(generation.campaign_id, ())))
+            for generation in answers
+        ),
     )
 
 
-def _answer(generation: Generation) -> AnswerShown:
+def _answer(generation: Generation, left_out: set[str]) -> AnswerShown:
     scores = tuple(
         ScoreShown(
             reviewer=score.reviewer.username,
             score=score.score,
             flagged=score.flagged,
             comment=score.comment,
+            excluded=score.reviewer.username in left_out,
         )
         for score in generation.scores.all()
     )
+    counted = [s.score for s in scores if not s.excluded]
     return AnswerShown(
         public_id=generation.public_id,
         model_slug=generation.endpoint.slug,
@@ -134,6 +145,6 @@ def _answer(generation: Generation) -> AnswerShown:
         sample=generation.sample,
         status=generation.get_status_display(),
         scores=scores,
-        mean=statistics.fmean(s.score for s in scores) if scores else None,
+        mean=statistics.fmean(counted) if counted else None,
         html=render_markdown(generation.content) if generation.content else SafeString(""),
     )

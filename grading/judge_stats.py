@@ -463,7 +463,8 @@ def build(campaign: Campaign, *, prompt_version: str = "") -> JudgeResults:
     # Per task type: human ratings (reviewer, answer, score).
     ratings: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
     for generation, type_pk, username, value in (
-        Score.objects.filter(generation__in=answers)
+        Score.objects.counted()
+        .filter(generation__in=answers)
         .order_by()
         .values_list(
             "generation_id",

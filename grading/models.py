@@ -169,6 +169,15 @@ class ReviewSettings(models.Model):
         related_name="+",
         help_text=_("Leave empty to let every reviewer work on this campaign."),
     )
+    excluded_reviewers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
+        help_text=_(
+            "Reviewers whose scores this campaign's figures leave out. Their scores are kept "
+            "and still exported one by one; including them again restores the figures."
+        ),
+    )
 
     objects = ReviewSettingsQuerySet.as_manager()
 
@@ -293,6 +302,17 @@ class FlagReason(models.TextChoices):
     PROMPT = "prompt", _("problem with the prompt")
 
 
+class ScoreQuerySet(models.QuerySet["Score"]):
+    def counted(self) -> ScoreQuerySet:
+        """The scores the results count: not those of a reviewer excluded from the score's
+        campaign (`ReviewSettings.excluded_reviewers`). Every figure reads scores through this."""
+        excluded = ReviewSettings.excluded_reviewers.through.objects.filter(
+            reviewsettings__campaign_id=models.OuterRef("generation__campaign_id"),
+            user_id=models.OuterRef("reviewer_id"),
+        )
+        return self.exclude(models.Exists(excluded))
+
+
 class Score(models.Model):
     """One reviewer's 0–10 score of one answer, under one rubric version."""
 
@@ -316,6 +336,8 @@ class Score(models.Model):
     imported = models.BooleanField(default=False)
     scored_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScoreQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -11,7 +11,7 @@ from django.db.models import Count, F, Q, Sum
 
 from inference.models import Campaign
 
-from . import assignment
+from . import assignment, exclusion
 from .models import Assignment, ReviewUnit, Score
 
 
@@ -51,6 +51,8 @@ class ReviewerPace:
     scores: int
     median_s: float | None
     """Median seconds spent per score, of the scores that recorded it."""
+    excluded: bool = False
+    """Left out of the campaign's results by an admin (`grading.exclusion`)."""
 
 
 class CampaignProgress(TypedDict):
@@ -64,6 +66,8 @@ class CampaignProgress(TypedDict):
     """Reviews wanted per unit."""
     reviewers: list[ReviewerPace]
     """Everyone who scored the campaign, by name."""
+    excluded: list[str]
+    """Reviewers left out of the campaign's results, by name (with or without scores)."""
 
 
 def campaign_progress(campaign: Campaign) -> CampaignProgress:
@@ -87,11 +91,22 @@ def campaign_progress(campaign: Campaign) -> CampaignProgress:
         "units": units,
         "remaining": max(0, units.total * k - units.submitted),
         "k": k,
-        "reviewers": _reviewer_paces(campaign),
+        **reviewers_context(campaign),
     }
 
 
-def _reviewer_paces(campaign: Campaign) -> list[ReviewerPace]:
+class ReviewersContext(TypedDict):
+    reviewers: list[ReviewerPace]
+    excluded: list[str]
+
+
+def reviewers_context(campaign: Campaign) -> ReviewersContext:
+    """The Review progress page's reviewers table: paces, and who is left out of the results."""
+    excluded = exclusion.excluded([campaign.pk]).get(campaign.pk, [])
+    return {"reviewers": _reviewer_paces(campaign, set(excluded)), "excluded": excluded}
+
+
+def _reviewer_paces(campaign: Campaign, excluded: set[str]) -> list[ReviewerPace]:
     seconds: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
     for username, spent in Score.objects.filter(generation__campaign=campaign).values_list(
@@ -105,6 +120,7 @@ def _reviewer_paces(campaign: Campaign) -> list[ReviewerPace]:
             username=name,
             scores=counts[name],
             median_s=statistics.median(seconds[name]) if seconds.get(name) else None,
+            excluded=name in excluded,
         )
         for name in sorted(counts)
     ]

@@ -27,7 +27,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from . import stats
-from .models import Score
+from .models import Score, ScoreQuerySet
 
 COLUMNS = (
     "campaign",
@@ -107,7 +107,7 @@ AGGREGATE_COLUMNS = (
 )
 
 
-def scores_for(campaigns: list[str] | None = None) -> QuerySet[Score]:
+def scores_for(campaigns: list[str] | None = None) -> ScoreQuerySet:
     """Every score, or those of the named campaigns, in export order."""
     scores = Score.objects.order_by(*ORDER)
     if campaigns:
@@ -135,17 +135,22 @@ def score_rows(scores: QuerySet[Score], *, anonymize: bool = False) -> Iterator[
 # --- Aggregates ------------------------------------------------------------------------------
 
 
-def aggregate_rows(scores: QuerySet[Score]) -> Iterator[tuple[Any, ...]]:
+def aggregate_rows(scores: ScoreQuerySet) -> Iterator[tuple[Any, ...]]:
     """One row per campaign × task type × model (`AGGREGATE_COLUMNS`), in one query.
 
-    The figures are `grading.stats.summarise`'s, the very ones the comparison pages show.
+    The figures are `grading.stats.summarise`'s, the very ones the comparison pages show; like
+    them, they leave out the scores of reviewers excluded from a campaign (`counted`).
     """
-    rows = scores.order_by(*ORDER[:2], "generation__endpoint__slug").values_list(
-        "generation__campaign__slug",
-        "generation__item__task_type__code",
-        "generation__endpoint__slug",
-        "generation__item_id",
-        "score",
+    rows = (
+        scores.counted()
+        .order_by(*ORDER[:2], "generation__endpoint__slug")
+        .values_list(
+            "generation__campaign__slug",
+            "generation__item__task_type__code",
+            "generation__endpoint__slug",
+            "generation__item_id",
+            "score",
+        )
     )
     for (campaign, task_type, model), group in groupby(
         rows.iterator(chunk_size=CHUNK_SIZE), key=lambda row: row[:3]

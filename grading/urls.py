@@ -15,6 +15,11 @@ urlpatterns = [
     path("review/a/<str:public_id>/", views.review_assignment, name="review-assignment"),
     path("review/images/<str:public_id>/", views.review_image, name="review-image"),
     path("campaigns/<str:public_id>/review/", views.review_progress, name="review-progress"),
+    path(
+        "campaigns/<str:public_id>/review/exclusion/",
+        views.review_exclusion,
+        name="review-exclusion",
+    ),
     path("campaigns/<str:public_id>/held/", views.held_items, name="held-items"),
     path("campaigns/<str:public_id>/export/", views.campaign_export, name="campaign-export"),
     path("exports/<str:public_id>/download/", views.export_download, name="export-download"),

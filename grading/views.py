@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import (
@@ -51,6 +52,7 @@ from . import (
     charts,
     comparison,
     drilldown,
+    exclusion,
     exports,
     freshness,
     judge_stats,
@@ -247,6 +249,54 @@ def review_progress(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @admin_required
+@require_POST
+def review_exclusion(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """Admins: leave a reviewer's scores out of the campaign's figures, or count them again.
+
+    Nothing is deleted. htmx gets the page's reviewers table (`#reviewers`) with the outcome;
+    a plain form post is redirected to the page with it as a message.
+    """
+    campaign = get_object_or_404(Campaign, public_id=public_id)
+    reviewer = get_object_or_404(User, username=request.POST.get("reviewer", ""))
+    name = reviewer.get_username()
+    refused = ""
+    action = request.POST.get("action", "")
+    if action not in ("exclude", "include"):
+        return HttpResponseBadRequest("Say whether to exclude or include.")
+    if action == "include":
+        exclusion.include(campaign, reviewer)
+        notice = _("%(reviewer)s's scores count in this campaign's results again.") % {
+            "reviewer": name
+        }
+    else:
+        try:
+            exclusion.exclude(campaign, reviewer)
+        except exclusion.ExclusionRefused as error:
+            refused = str(error)
+        notice = (
+            ""
+            if refused
+            else _("%(reviewer)s is excluded from this campaign's results; their scores are kept.")
+            % {"reviewer": name}
+        )
+    if fragment_wanted(request, {"reviewers"}):
+        context = {
+            "campaign": campaign,
+            **progress.reviewers_context(campaign),
+            "notice": notice,
+            "refused": refused,
+        }
+        return render_page(
+            request, "grading/review_progress.html", context, fragments={"reviewers"}
+        )
+    if refused:
+        messages.error(request, refused)
+    else:
+        messages.success(request, notice)
+    return redirect("review-progress", public_id=campaign.public_id)
+
+
+@admin_required
 @require_http_methods(["GET", "POST"])
 def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: items held back because an answer names a model; release them to reviewers."""
@@ -305,6 +355,7 @@ def campaign_export(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
     context.update(
         {
             "counts": counts,
+            "excluded": exclusion.note([campaign], names=True),
             "large": {kind: exports.is_large(kind, counts) for kind in ExportKind.values},
             "inline_max": settings.EXPORT_INLINE_MAX_ROWS,
             # Where the form comes back to: the page showing this section.
@@ -488,6 +539,7 @@ def _results_page(
         **_campaign_heading(campaign),
         **_filter_form(request, filters, current.base, campaign=campaign),
         "withheld": withheld,
+        "excluded": exclusion.note(campaigns, names=admin),
         "selection": selection,
         "freshness": current,
         "charts": figures,
@@ -603,6 +655,7 @@ def _analyses_page(
     context = {
         **_campaign_heading(campaign),
         "withheld": withheld,
+        "excluded": exclusion.note(campaigns, names=admin),
         "selection": selection,
         "freshness": current,
         "charts": figures,
@@ -726,6 +779,7 @@ def campaign_judges(request: HtmxHttpRequest, public_id: str) -> HttpResponseBas
     context = {
         "campaign": found.campaign,
         "judge_results": found,
+        "excluded": exclusion.note([campaign], names=True),
         "freshness": current,
         "reports": list(
             zip(found.reports, charts.judge_charts(campaign, prompt_version, current), strict=True)

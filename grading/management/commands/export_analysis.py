@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from grading import exclusion
 from grading.analysis_export import COLUMNS, KINDS, rows
 from inference.csv_export_command import CsvExportCommand
 
@@ -26,4 +27,7 @@ class Command(CsvExportCommand):
         if kind not in KINDS:
             raise CommandError(f"unknown analysis {kind!r} (known: {', '.join(KINDS)})")
         campaigns = self.campaigns(options) if options["campaigns"] else None
+        warning = exclusion.warning(campaigns)
+        if warning and options["verbosity"] > 0:
+            self.stderr.write(warning)
         self.write(options, COLUMNS[kind], rows(kind, campaigns), unit=f"{kind} rows")

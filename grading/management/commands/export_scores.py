@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from grading import exclusion
 from grading.scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
 from inference.csv_export_command import CsvExportCommand
 
@@ -14,7 +15,8 @@ class Command(CsvExportCommand):
         "shown (0 = A), rubric version and the answer's timings (DESIGN §4.2). With --aggregate, "
         "one row per campaign × task type × model: the mean over items of each item's mean "
         "score, a 95% bootstrap CI over items, and the median, std, min and max of the item "
-        "means."
+        "means, without the scores of reviewers excluded from a campaign's results (a warning on "
+        "stderr says so); the per-score rows keep every score."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,8 +33,12 @@ class Command(CsvExportCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        scores = scores_for(self.campaigns(options) if options["campaigns"] else None)
+        campaigns = self.campaigns(options) if options["campaigns"] else None
+        scores = scores_for(campaigns)
         if options["aggregate"]:
+            warning = exclusion.warning(campaigns)
+            if warning and options["verbosity"] > 0:
+                self.stderr.write(warning)
             self.write(options, AGGREGATE_COLUMNS, aggregate_rows(scores), unit="aggregate rows")
         else:
             rows = score_rows(scores, anonymize=options["anonymize_reviewers"])
