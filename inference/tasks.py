@@ -6,7 +6,15 @@ import gc
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_ready,
+    worker_shutting_down,
+)
+from django.conf import settings
+from django.db import close_old_connections
 
 from . import dispatch, generate
 
@@ -21,6 +29,27 @@ def run_generation(generation_id: int) -> str:
 def sweep() -> int:
     """Requeue generations of dead workers and fill free endpoint slots."""
     return dispatch.sweep()
+
+
+@worker_init.connect
+def _keep_database_connections(**_: Any) -> None:
+    # Before any task thread opens a connection: each keeps its own for this long (Django
+    # reads CONN_MAX_AGE when it connects), with a health check before its first use in a task.
+    age = settings.WORKER_DATABASE_CONN_MAX_AGE
+    if age:
+        for database in settings.DATABASES.values():
+            database["CONN_MAX_AGE"] = age
+            database["CONN_HEALTH_CHECKS"] = True
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_unusable_connections(**_: Any) -> None:
+    # What Django does around a request: close this thread's connection if it broke (an
+    # error left it unusable) or outlived its CONN_MAX_AGE, and check it before its next use.
+    # Celery's Django fixup does not, while it is told to reuse connections (settings.py).
+    if settings.WORKER_DATABASE_CONN_MAX_AGE:
+        close_old_connections()
 
 
 @worker_ready.connect
