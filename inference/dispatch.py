@@ -253,7 +253,9 @@ def finish(
             )
         elif hand_over and not stopping.is_set():
             successor = _take_next(generation.endpoint_id)
-    _close_campaign_if_done(generation.campaign_id)
+    if successor is None or successor.campaign_id != generation.campaign_id:
+        # (A successor of the same campaign is running: that campaign is not done.)
+        _close_campaign_if_done(generation.campaign_id)
     if successor is not None:
         # Whole: the claim loaded only its pk, and each deferred field read later was a query.
         successor = Generation.objects.get(pk=successor.pk)
@@ -267,7 +269,7 @@ def _take_next(endpoint_id: int) -> Generation | None:
     ).order_by("pk")
     if connection.features.has_select_for_update_skip_locked:
         waiting = waiting.select_for_update(skip_locked=True)
-    candidate = waiting.only("pk").first()
+    candidate = waiting.only("pk", "campaign_id").first()
     if candidate is None:
         return None
     return candidate if _claim_queued(candidate.pk, timezone.now()) else None
