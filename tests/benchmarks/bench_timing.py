@@ -5,7 +5,8 @@ client, the reference) alternately against one `python -m inference.simulator` p
 request scripted by `[[sim: ttft_ms=200, tps=RATE, tokens=100]]`, and prints both side by side:
 
 * ours: `inference.client.complete_with_retries` (one attempt) from a thread pool of N threads
-  in this process, as the worker runs it, N requests in flight at all times;
+  in this process, as the worker runs it (each thread hands its stream to the process's one
+  stream loop and waits), N requests in flight at all times;
 * AIPerf (`aiperf profile --concurrency N`, pinned below) from its own virtualenv, `.venv-aiperf`
   at the repository root, created on first use so it never enters the app's dependencies. It
   reads a local word-level tokenizer this script builds (its builtin one downloads a
