@@ -762,6 +762,9 @@ def sweep_main(argv: list[str]) -> None:
             print(f"AIPerf {aiperf.version} from {AIPERF_VENV}", flush=True)
         rows = []
         with simulator_subprocess() as sim, GcPauses() as pauses:
+            # What is loaded by now stays, as in a worker, which freezes it once it is ready
+            # (inference/tasks.py): full collections then skip it.
+            gc.freeze()
             for index, (streams, rate) in enumerate(args.points):
                 requests = args.waves * streams
                 # Alternate which client goes first, so neither always meets a warmer machine.
