@@ -17,12 +17,13 @@ import json
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import httpcore2 as httpcore
 import httpx2 as httpx
 import openai
 import orjson
@@ -144,7 +145,11 @@ def client_for(config: EndpointConfig) -> httpx.AsyncClient:
     if client is None:
         for stale in [other for other in _clients if other[0] is not loop]:
             del _clients[stale]  # a parent's loop, before a fork
+        transport = httpx.AsyncHTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
+        pool = transport._pool  # httpcore's pool: its network backend is not a parameter
+        pool._network_backend = _OneWriteBackend(pool._network_backend)
         client = openai.DefaultAsyncHttpxClient(
+            transport=transport,
             timeout=httpx.Timeout(
                 connect=CONNECT_TIMEOUT_S,
                 read=config.read_timeout_s,
@@ -159,6 +164,82 @@ def client_for(config: EndpointConfig) -> httpx.AsyncClient:
         )
         _clients[key] = client
     return client
+
+
+class _OneWriteStream(httpcore.AsyncNetworkStream):
+    """A connection that holds each write back until the next write or read, so that a
+    request's headers and body leave in one write.
+
+    httpcore writes them separately and the stream yields to the loop after each write, so
+    with many streams on one loop the body left a whole loop iteration after the headers (tens
+    of milliseconds with 64 streams), and the server, which waits for the body, started that
+    much later than t0. Measured with `bench_timing.py` (README, "Timing at load").
+    """
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self._held = b""
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if not self._held:
+            self._held = buffer
+            return
+        buffer, self._held = self._held + buffer, b""
+        await self._stream.write(buffer, timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        if self._held:
+            buffer, self._held = self._held, b""
+            await self._stream.write(buffer, timeout)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        await self._flush(timeout)
+        return await self._stream.read(max_bytes, timeout)
+
+    async def aclose(self) -> None:
+        self._held = b""
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        await self._flush(timeout)
+        return _OneWriteStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _OneWriteBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, its connections wrapped in `_OneWriteStream`."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+        self._backend = backend
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _OneWriteStream(stream)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _OneWriteStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
 
 
 def encode_request(request: dict[str, Any]) -> bytes:

@@ -14,6 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpcore2 as httpcore
 import pytest
 
 from inference import scheduling_lag, stream_loop
@@ -166,3 +167,58 @@ def test_a_forked_child_runs_its_streams_on_a_loop_of_its_own() -> None:
     child_pid, child_thread, _ = child.split()
     assert child_pid == str(pid) and child_thread == "stream-loop"
     assert stream_loop.run(loop_thread()) == parent  # the parent's loop is untouched
+
+
+def test_a_requests_headers_and_body_leave_in_one_write(
+    simulator: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many streams on the loop, a body written after its headers left a loop iteration
+    later; the server, waiting for the body, started late while t0 had been taken."""
+    from httpcore2._backends.anyio import AnyIOStream
+
+    writes: list[bytes] = []
+    write = AnyIOStream.write
+
+    async def recorded(self: AnyIOStream, buffer: bytes, timeout: float | None = None) -> None:
+        writes.append(buffer)
+        await write(self, buffer, timeout)
+
+    monkeypatch.setattr(AnyIOStream, "write", recorded)
+    outcome = ask(config(simulator), "one-write")
+    assert isinstance(outcome, tuple)
+    assert len(writes) == 1
+    assert writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert writes[0].endswith(b'"stream_options":{"include_usage":true},"max_tokens":50}')
+
+
+def test_a_held_write_goes_out_before_the_connection_is_read() -> None:
+    """A request without a body (headers only) must not wait for a write that never comes."""
+    from inference.client import _OneWriteStream
+
+    class Recording(httpcore.AsyncNetworkStream):
+        def __init__(self) -> None:
+            self.events: list[tuple[str, bytes]] = []
+
+        async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self.events.append(("write", buffer))
+
+        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            self.events.append(("read", b""))
+            return b"HTTP/1.1 200 OK\r\n"
+
+    async def exchange() -> list[tuple[str, bytes]]:
+        inner = Recording()
+        stream = _OneWriteStream(inner)
+        await stream.write(b"GET / HTTP/1.1\r\n\r\n")
+        await stream.write(b"")  # an empty end of message changes nothing
+        assert inner.events == []
+        await stream.read(100)
+        await stream.write(b"POST / HTTP/1.1\r\n\r\n")
+        await stream.write(b"{}")
+        return inner.events
+
+    assert stream_loop.run(exchange()) == [
+        ("write", b"GET / HTTP/1.1\r\n\r\n"),
+        ("read", b""),
+        ("write", b"POST / HTTP/1.1\r\n\r\n{}"),
+    ]
