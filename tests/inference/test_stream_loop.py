@@ -222,3 +222,19 @@ def test_a_held_write_goes_out_before_the_connection_is_read() -> None:
         ("read", b""),
         ("write", b"POST / HTTP/1.1\r\n\r\n{}"),
     ]
+
+
+def test_an_idle_connection_the_server_closed_is_seen_as_readable() -> None:
+    """How the pool tells a dead keep-alive connection from a live one (`_readable`)."""
+    import socket
+
+    from inference.client import _readable
+
+    ours, server = socket.socketpair()
+    try:
+        assert not _readable(ours)
+        server.close()  # the server dropped the idle connection
+        assert _readable(ours)
+    finally:
+        ours.close()
+    assert _readable(ours)  # closed here: never reused either
