@@ -685,7 +685,13 @@ def complete_with_retries(
     heartbeat: Callable[[], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[StreamResult, int]:
-    """Run `stream_chat`, retrying retryable failures; return the result and attempts used."""
+    """Run `stream_chat`, retrying retryable failures; return the result and attempts used.
+
+    Call it from any thread but the stream loop's (a Celery task thread): each attempt runs on
+    the loop while this thread waits, and the back-off (`sleep`) runs in this thread.
+    `heartbeat` is called for every chunk on the loop, where it must return at once (check an
+    event, raise to abandon the stream), and once before each back-off in this thread.
+    """
     attempt = 0
     while True:
         attempt += 1

@@ -238,3 +238,28 @@ def test_an_idle_connection_the_server_closed_is_seen_as_readable() -> None:
     finally:
         ours.close()
     assert _readable(ours)  # closed here: never reused either
+
+
+def test_sequential_streams_reuse_one_connection(
+    simulator: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of the body after `[DONE]` is read, so the connection goes back to the pool: a
+    new connection for every request cost the loop more than the whole stream."""
+    from inference.client import _OneWriteBackend
+
+    connects: list[str] = []
+    connect_tcp = _OneWriteBackend.connect_tcp
+
+    async def counted(self: _OneWriteBackend, host: str, *args: Any, **kwargs: Any) -> Any:
+        connects.append(host)
+        return await connect_tcp(self, host, *args, **kwargs)
+
+    monkeypatch.setattr(_OneWriteBackend, "connect_tcp", counted)
+    # An endpoint no other test used, so that its client starts with no connection.
+    endpoint = EndpointConfig(
+        simulator.base_url(ERNIE), "reuse-key", ERNIE, "fastdeploy", "none", 30, 29
+    )
+    for n in range(4):
+        outcome = ask(endpoint, f"reuse-{n}")
+        assert isinstance(outcome, tuple) and outcome[0].content
+    assert connects == ["127.0.0.1"]
