@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any
 
 from celery import shared_task
@@ -29,6 +30,13 @@ def run_generation(generation_id: int) -> str:
 def sweep() -> int:
     """Requeue generations of dead workers and fill free endpoint slots."""
     return dispatch.sweep()
+
+
+@worker_init.connect
+def _switch_threads_often(**_: Any) -> None:
+    # The stream loop waits for the interpreter lock behind task threads doing database work;
+    # a shorter switch interval bounds how late it reads a chunk because of them.
+    sys.setswitchinterval(settings.WORKER_SWITCH_INTERVAL_MS / 1000)
 
 
 @worker_init.connect

@@ -765,6 +765,7 @@ def sweep_main(argv: list[str]) -> None:
             # What is loaded by now stays, as in a worker, which freezes it once it is ready
             # (inference/tasks.py): full collections then skip it.
             gc.freeze()
+            sys.setswitchinterval(0.001)  # as a worker does (WORKER_SWITCH_INTERVAL_MS)
             for index, (streams, rate) in enumerate(args.points):
                 requests = args.waves * streams
                 # Alternate which client goes first, so neither always meets a warmer machine.

@@ -1,8 +1,10 @@
 """A worker keeps its database connection from task to task (WORKER_DATABASE_CONN_MAX_AGE),
-and still drops one that broke or grew too old, as Django does around a request."""
+and still drops one that broke or grew too old, as Django does around a request; its threads
+take turns at the interpreter lock often (WORKER_SWITCH_INTERVAL_MS)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -69,3 +71,14 @@ def test_a_connection_older_than_its_max_age_is_closed_after_the_task(
     connection.close_at -= 601  # as if opened ten minutes ago
     a_task()
     assert connection.connection is not None and connection.connection is not first
+
+
+def test_a_worker_switches_threads_every_millisecond(settings: Any) -> None:
+    """So that the stream loop waits at most that long behind a busy task thread."""
+    before = sys.getswitchinterval()
+    settings.WORKER_SWITCH_INTERVAL_MS = 1
+    try:
+        tasks._switch_threads_often()
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)
