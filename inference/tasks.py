@@ -52,11 +52,13 @@ def _keep_database_connections(**_: Any) -> None:
 
 @task_prerun.connect
 @task_postrun.connect
-def _close_unusable_connections(**_: Any) -> None:
+def _close_unusable_connections(sender: Any = None, **_: Any) -> None:
     # What Django does around a request: close this thread's connection if it broke (an
     # error left it unusable) or outlived its CONN_MAX_AGE, and check it before its next use.
     # Celery's Django fixup does not, while it is told to reuse connections (settings.py).
-    if settings.WORKER_DATABASE_CONN_MAX_AGE:
+    # Not around a task run eagerly, inside its caller's transaction (as the fixup).
+    eager = getattr(getattr(sender, "request", None), "is_eager", False)
+    if settings.WORKER_DATABASE_CONN_MAX_AGE and not eager:
         close_old_connections()
 
 

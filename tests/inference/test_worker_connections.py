@@ -5,10 +5,11 @@ take turns at the interpreter lock often (WORKER_SWITCH_INTERVAL_MS)."""
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from inference import tasks
 from inference.models import ModelEndpoint
@@ -82,3 +83,14 @@ def test_a_worker_switches_threads_every_millisecond(settings: Any) -> None:
         assert sys.getswitchinterval() == pytest.approx(0.001)
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_run_eagerly_leaves_its_callers_transaction_alone(worker_settings: Any) -> None:
+    eager_task = SimpleNamespace(request=SimpleNamespace(is_eager=True))
+    with transaction.atomic():
+        ModelEndpoint.objects.create(slug="kept", name="Kept", model="org/kept")
+        tasks._close_unusable_connections(sender=eager_task)  # task_prerun of an eager task
+        assert connection.in_atomic_block and connection.connection is not None
+        assert ModelEndpoint.objects.filter(slug="kept").exists()
+    assert ModelEndpoint.objects.filter(slug="kept").exists()
