@@ -1,7 +1,7 @@
 """One event loop per process carries every stream (`inference.stream_loop`): many streams at
 once are each timed as the simulator really wrote them, a stream that fails leaves the loop
-serving the others, the lag monitor sees a loop that runs late, and a forked child gets a loop
-of its own."""
+serving the others, the lag monitor sees a loop that runs late, a forked child gets a loop
+of its own; and the connections it uses send a request in one write and are reused."""
 
 from __future__ import annotations
 
