@@ -252,6 +252,23 @@ CELERY_TIMEZONE = TIME_ZONE
 # concurrency at least to the sum of max_concurrency of the endpoints that run at the same time.
 CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 64)
+# How long (ms) a thread of a worker process may hold the interpreter lock while another waits
+# for it (Python's switch interval, 5 ms by default). The stream loop that times every stream
+# waits that long whenever a task thread is busy storing an answer: with one busy thread its
+# median lateness was 5.3 ms at 5 ms, 1.3 ms at 1 ms (README, "Timing at load").
+WORKER_SWITCH_INTERVAL_MS = float(env_str("WORKER_SWITCH_INTERVAL_MS", "1"))
+# A worker keeps its database connections (one per task thread) for this many seconds instead
+# of opening one for every task, which cost ~100 ms on PostgreSQL and held up the claim; 0 opens
+# one per task as Celery does by default. Each connection is checked before its first use in a
+# task (CONN_HEALTH_CHECKS) and closed after a task that broke it (inference/tasks.py). A worker
+# process holds up to CELERY_WORKER_CONCURRENCY + 2 connections: keep their sum over all workers
+# (and gunicorn's) below PostgreSQL's max_connections.
+WORKER_DATABASE_CONN_MAX_AGE = env_int("WORKER_DATABASE_CONN_MAX_AGE", 600)
+if WORKER_DATABASE_CONN_MAX_AGE:
+    # Celery's Django fixup closes every connection around every task, whatever CONN_MAX_AGE
+    # says, unless told to reuse them: the worker's own handlers then close what is broken or
+    # too old, as Django does around a request.
+    CELERY_DB_REUSE_MAX = 1_000_000_000
 
 # Dispatch of generations (inference/dispatch.py).
 # A running generation holds a lease that its worker renews; when a worker dies, the lease

@@ -3,35 +3,40 @@
 Uses the `openai` package against any OpenAI-compatible server, with the dialects of
 DESIGN §2: reasoning in `delta.reasoning` / `delta.reasoning_content` or inline `<think>` text,
 FastDeploy's thinking switch and its error events inside a 200 stream, several tokens (or
-several choices) per chunk, a usage-only last chunk. The SDK sends the request; the streamed
+several choices) per chunk, a usage-only last chunk. The SDK (`AsyncOpenAI`, on the process's
+one stream loop: `stream_loop`) sends the request; the streamed
 body is read as raw lines and parsed with orjson, which costs an eighth of the SDK's own chunk
 objects. Every failure becomes a `ModelError` that says whether trying again could help.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import random
+import select
+import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import httpcore2 as httpcore
 import httpx2 as httpx
 import openai
 import orjson
 
-from . import scheduling_lag
+from . import scheduling_lag, stream_loop
 from .metrics import ThinkTracker, Timings, estimate_tokens, split_think
 
 CONNECT_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 120.0
 POOL_TIMEOUT_S = 30.0
+DRAIN_S = 0.5
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -125,41 +130,144 @@ class StreamResult:
         }
 
 
-_clients: dict[tuple[str, str, float, float], openai.OpenAI] = {}
-_clients_lock = threading.Lock()
-# When the request leaves: set by the HTTP client's request hook, after the SDK has built and
-# encoded the body (DESIGN §5: t0 is taken with the payload already encoded). Per thread,
-# because threads share a client.
-_sent = threading.local()
+# One HTTP client (and connection pool) per endpoint, on the stream loop of this process: a
+# client's connections belong to the loop that opened them, so the clients are kept per loop (a
+# forked child starts its own loop, hence its own clients). Only the loop thread touches them.
+_clients: dict[tuple[asyncio.AbstractEventLoop, str, str, float], httpx.AsyncClient] = {}
+USER_AGENT = f"OpenAI/Python {openai.__version__}"
 
 
-def _mark_sent(request: httpx.Request) -> None:
-    _sent.t0 = time.perf_counter()
-
-
-def client_for(config: EndpointConfig) -> openai.OpenAI:
-    """One `OpenAI` client (and connection pool) per endpoint per process, shared by threads."""
-    key = (config.base_url, config.api_key, config.read_timeout_s, config.timeout_s)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            timeout = httpx.Timeout(
+def client_for(config: EndpointConfig) -> httpx.AsyncClient:
+    """The endpoint's HTTP client on the running stream loop (call from a coroutine on it):
+    the `openai` package's own async client (`DefaultAsyncHttpxClient`, its connection limits
+    and redirects), with our timeouts and the headers the SDK would send."""
+    loop = asyncio.get_running_loop()
+    key = (loop, config.base_url, config.api_key, config.read_timeout_s)
+    client = _clients.get(key)
+    if client is None:
+        for stale in [other for other in _clients if other[0] is not loop]:
+            del _clients[stale]  # a parent's loop, before a fork
+        transport = httpx.AsyncHTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
+        pool = transport._pool  # httpcore's pool: its network backend is not a parameter
+        pool._network_backend = _OneWriteBackend(pool._network_backend)
+        client = openai.DefaultAsyncHttpxClient(
+            transport=transport,
+            timeout=httpx.Timeout(
                 connect=CONNECT_TIMEOUT_S,
                 read=config.read_timeout_s,
                 write=WRITE_TIMEOUT_S,
                 pool=POOL_TIMEOUT_S,
-            )
-            client = openai.OpenAI(
-                base_url=config.base_url,
-                api_key=config.api_key or "EMPTY",
-                max_retries=0,  # our own loop retries, so every attempt is counted
-                timeout=timeout,
-                http_client=openai.DefaultHttpxClient(
-                    timeout=timeout, event_hooks={"request": [_mark_sent]}
-                ),
-            )
-            _clients[key] = client
-        return client
+            ),
+            headers={
+                "Authorization": f"Bearer {config.api_key or 'EMPTY'}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+        )
+        _clients[key] = client
+    return client
+
+
+class _OneWriteStream(httpcore.AsyncNetworkStream):
+    """A connection that holds each write back until the next write or read, so that a
+    request's headers and body leave in one write.
+
+    httpcore writes them separately and the stream yields to the loop after each write, so
+    with many streams on one loop the body left a whole loop iteration after the headers (tens
+    of milliseconds with 64 streams), and the server, which waits for the body, started that
+    much later than t0. Measured with `bench_timing.py` (README, "Timing at load").
+    """
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self._held = b""
+        self._socket: socket.socket | None = stream.get_extra_info("socket")
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if not self._held:
+            self._held = buffer
+            return
+        buffer, self._held = self._held + buffer, b""
+        await self._stream.write(buffer, timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        if self._held:
+            buffer, self._held = self._held, b""
+            await self._stream.write(buffer, timeout)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        await self._flush(timeout)
+        return await self._stream.read(max_bytes, timeout)
+
+    async def aclose(self) -> None:
+        self._held = b""
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        await self._flush(timeout)
+        return _OneWriteStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._socket is not None:
+            # httpcore asks it of every idle connection each time it assigns a request (a
+            # server that closed one makes it readable); anyio's stream answers by building
+            # all its socket attributes anew, a fifth of the loop's time at 64 streams.
+            return _readable(self._socket)
+        return self._stream.get_extra_info(info)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether reading `sock` would not block (data, or the peer closed it), as httpcore checks."""
+    descriptor = sock.fileno()
+    if descriptor == -1:
+        return True
+    if not hasattr(select, "poll"):  # Windows; select() is limited to low descriptors elsewhere
+        readable, _, _ = select.select([descriptor], [], [], 0)
+        return bool(readable)
+    poll = select.poll()
+    poll.register(descriptor, select.POLLIN)
+    return bool(poll.poll(0))
+
+
+class _OneWriteBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, its connections wrapped in `_OneWriteStream`."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+        self._backend = backend
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _OneWriteStream(stream)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _OneWriteStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def encode_request(request: dict[str, Any]) -> bytes:
+    """The JSON body of a `build_request` request, `extra_body` merged in as the SDK does."""
+    body = {name: value for name, value in request.items() if name != "extra_body"}
+    body.update(request.get("extra_body") or {})
+    return orjson.dumps(body)
 
 
 def build_request(
@@ -202,10 +310,16 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
 
 
-def _status_error(error: openai.APIStatusError) -> ModelError:
-    status = error.status_code
-    detail = error.message
-    body = error.body
+def _status_error(response: httpx.Response) -> ModelError:
+    """The error of a response that is not 2xx, its message as the server wrote it (the
+    `message` of an OpenAI-style `{"error": {...}}` or of a flat body), else as the SDK words it."""
+    status = response.status_code
+    text = response.text.strip()
+    detail = f"Error code: {status}" + (f" - {text}" if text else "")
+    try:
+        body = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        body = None
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
@@ -216,7 +330,7 @@ def _status_error(error: openai.APIStatusError) -> ModelError:
         f"HTTP {status}: {detail}",
         retryable=status in RETRYABLE_STATUS,
         http_status=status,
-        retry_after_s=_retry_after(error.response.headers),
+        retry_after_s=_retry_after(response.headers),
     )
 
 
@@ -228,25 +342,47 @@ def stream_chat(
 ) -> StreamResult:
     """Send one streaming request and time it; raise ModelError on any failure.
 
-    t0 is taken just before the request is sent: the payload (images included) is already
-    encoded. Each read from the connection is timestamped before anything in it is parsed.
-
-    The SDK sends the request and turns HTTP errors into exceptions; the body is then read
-    here, as raw server-sent-event lines parsed by orjson into plain dicts (`_SSEReader`).
-    Letting the SDK build its pydantic objects for every chunk cost eight times the CPU per
-    streamed token (`bench_overhead.py --client-only`), and a worker short of CPU reads its
-    chunks late.
+    The body is encoded here, in the calling thread; the stream then runs on the process's
+    stream loop (`stream_loop`: one event loop carrying every stream of the process) while the
+    calling thread waits for it. See `stream_chat_async`.
     """
+    body = encode_request(request)
+    return stream_loop.run(stream_chat_async(config, body, heartbeat=heartbeat))
+
+
+async def stream_chat_async(
+    config: EndpointConfig,
+    request: dict[str, Any] | bytes,
+    *,
+    heartbeat: Callable[[], None] | None = None,
+) -> StreamResult:
+    """`stream_chat` as a coroutine on the stream loop (`request` may come encoded already).
+
+    t0 is taken just before the request goes out on the connection (opening a new one
+    included): the payload, images included, is already encoded, and the other streams the
+    loop serves meanwhile do not count. Each read from the connection is timestamped before
+    anything in it is parsed.
+
+    The body is read as raw server-sent-event lines parsed by orjson into plain dicts
+    (`_SSEReader`): the `openai` package's chunk objects cost eight times the CPU per streamed
+    token (`bench_overhead.py --client-only`), and a loop short of CPU reads its chunks late.
+    Building the request through the SDK cost the loop about a millisecond per request, so
+    it is posted through the SDK's HTTP client (`client_for`) as bytes.
+
+    `heartbeat` is called on the loop for every chunk and may raise to abandon the stream
+    (a cancelled generation): it must return at once, never wait or query a database.
+    """
+    body = request if isinstance(request, bytes) else encode_request(request)
     watch = scheduling_lag.watch()
     try:
-        return _stream(config, request, heartbeat, watch)
+        return await _stream(config, body, heartbeat, watch)
     finally:
         watch.stop()
 
 
-def _stream(
+async def _stream(
     config: EndpointConfig,
-    request: dict[str, Any],
+    body: bytes,
     heartbeat: Callable[[], None] | None,
     watch: scheduling_lag.Watch,
 ) -> StreamResult:
@@ -258,20 +394,41 @@ def _stream(
     reasoning_parts: list[str] = []
     last_text: float | None = None
     deadline = config.timeout_s
-    _sent.t0 = None
+    sent: list[float] = []
+    done = False
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        # The first write to the network: a new connection's connect, else the headers.
+        if not sent and event.endswith((".connect_tcp.started", ".send_request_headers.started")):
+            sent.append(time.perf_counter())
+
     t0 = time.perf_counter()
     try:
-        raw = client.chat.completions.with_raw_response.create(**request)
+        post = client.build_request(
+            "POST",
+            config.base_url.rstrip("/") + "/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            extensions={"trace": trace},
+        )
+        response = await client.send(post, stream=True)
         headers_at = time.perf_counter()
-        t0 = _sent.t0 or t0  # the moment the encoded request was handed to the connection
+        t0 = sent[0] if sent else t0
         timings["t_headers"] = headers_at - t0
-        response = raw.http_response
+        if response.status_code >= 300:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise _status_error(response)
         result.http_status = response.status_code
         result.simulated = response.headers.get("x-simulator") == "gradebench"
         previous = timings["t_headers"] or 0.0
         try:
-            for read_at, event, data in _SSEReader(response):
+            events = _SSEReader(response).__aiter__()
+            async for read_at, event, data in events:
                 if data.startswith(b"[DONE]"):
+                    done = True
                     break
                 now = read_at - t0
                 result.chunks += 1
@@ -335,16 +492,18 @@ def _stream(
                     last_text = now
                     if timings.get("t_first_token") is None:
                         timings["t_first_token"] = now
+            timings["t_end"] = time.perf_counter() - t0
         finally:
-            response.close()
-        timings["t_end"] = time.perf_counter() - t0
-    except openai.APIStatusError as error:
-        raise _status_error(error) from None
+            if done:
+                await _drain(events)
+            await response.aclose()
     except ModelError as error:
+        if result.http_status is None:
+            raise  # refused with an HTTP error status (`_status_error`): nothing was streamed
         _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
         error.partial = result
         raise
-    except (openai.APIError, _ErrorEvent, _Malformed, json.JSONDecodeError, *_READ_ERRORS) as error:
+    except (_ErrorEvent, _Malformed, json.JSONDecodeError, *_READ_ERRORS) as error:
         _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
         raise _stream_failure(_describe(error, config), result) from None
     _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
@@ -373,12 +532,12 @@ class _SSEReader:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
 
-    def __iter__(self) -> Iterator[tuple[float, bytes, bytes]]:
+    async def __aiter__(self) -> AsyncIterator[tuple[float, bytes, bytes]]:
         perf_counter = time.perf_counter
         pending = b""
         event = b""
         data: list[bytes] = []
-        for block in self.response.iter_bytes():
+        async for block in self.response.aiter_bytes():
             read_at = perf_counter()
             if pending:
                 block = pending + block
@@ -401,6 +560,19 @@ class _SSEReader:
             data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
         if data:  # a last event without its blank line
             yield perf_counter(), event, b"\n".join(data)
+
+
+async def _drain(events: AsyncIterator[tuple[float, bytes, bytes]]) -> None:
+    """Read what follows `[DONE]` (the end of a chunked body), so that the connection goes back
+    to the pool instead of being closed: opening a new one for every request cost the loop
+    more than the whole stream. A server that keeps writing, or keeps the body open, gets
+    `DRAIN_S`; then the connection is closed as before."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in events:
+                pass
+    except (TimeoutError, *_READ_ERRORS):
+        pass
 
 
 class _ErrorEvent(Exception):
@@ -435,11 +607,6 @@ def _error_event(payload: dict[str, Any] | bytes) -> _ErrorEvent:
 
 
 def _describe(error: Exception, config: EndpointConfig) -> str:
-    if isinstance(error, openai.APITimeoutError):
-        return f"timed out (no data for {config.read_timeout_s:.0f} s)"
-    if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__ or error
-        return f"connection failed: {type(cause).__name__}: {cause}"
     if isinstance(error, json.JSONDecodeError):
         return f"malformed chunk in the stream: {error.msg}"
     if isinstance(error, _Malformed):
@@ -448,8 +615,6 @@ def _describe(error: Exception, config: EndpointConfig) -> str:
         return f"timed out (no data for {config.read_timeout_s:.0f} s)"
     if isinstance(error, _READ_ERRORS):
         return f"connection failed: {type(error).__name__}: {error}"
-    if isinstance(error, openai.APIError):
-        return f"error event in the stream: {error.message}"
     return f"error event in the stream: {error}"
 
 
@@ -520,7 +685,13 @@ def complete_with_retries(
     heartbeat: Callable[[], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[StreamResult, int]:
-    """Run `stream_chat`, retrying retryable failures; return the result and attempts used."""
+    """Run `stream_chat`, retrying retryable failures; return the result and attempts used.
+
+    Call it from any thread but the stream loop's (a Celery task thread): each attempt runs on
+    the loop while this thread waits, and the back-off (`sleep`) runs in this thread.
+    `heartbeat` is called for every chunk on the loop, where it must return at once (check an
+    event, raise to abandon the stream), and once before each back-off in this thread.
+    """
     attempt = 0
     while True:
         attempt += 1

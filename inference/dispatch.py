@@ -366,7 +366,9 @@ def finish(row: Row, *, hand_over: bool = False, **fields: object) -> Row | None
             )
         elif hand_over and not stopping.is_set():
             successor = _take_next(work, work.endpoint_id(row))
-    _close_campaign_if_done(row.campaign_id)
+    if successor is None or successor.campaign_id != row.campaign_id:
+        # (A successor of the same campaign is running: that campaign is not done.)
+        _close_campaign_if_done(row.campaign_id)
     if successor is not None:
         # Whole: the claim loaded only its pk, and each deferred field read later was a query.
         successor = work.rows().get(pk=successor.pk)
@@ -382,7 +384,7 @@ def _take_next(work: Work, endpoint_id: int) -> Any:
     waiting = work.of_endpoint(endpoint_id).filter(status=work.queued).order_by("pk")
     if connection.features.has_select_for_update_skip_locked:
         waiting = waiting.select_for_update(skip_locked=True)
-    candidate = waiting.only("pk").first()
+    candidate = waiting.only("pk", "campaign_id").first()
     if candidate is None:
         return None
     return candidate if _claim_queued(work, candidate.pk, timezone.now()) else None

@@ -69,12 +69,21 @@ def build_messages(
     return messages, [*messages[:-1], {"role": "user", "content": [text, *recorded_images]}]
 
 
-def request_params(generation: Generation) -> dict[str, Any]:
-    member = (
-        CampaignModel.objects.select_related("campaign")
-        .filter(campaign_id=generation.campaign_id, endpoint_id=generation.endpoint_id)
-        .first()
+def campaign_members(generation: Generation) -> list[CampaignModel]:
+    """The models of the generation's campaign with their endpoints, in one query: what
+    `request_params`, `leak_terms` and the generation's own endpoint are read from."""
+    return list(
+        CampaignModel.objects.filter(campaign_id=generation.campaign_id)
+        .select_related("campaign", "endpoint")
+        .order_by("endpoint__slug")
     )
+
+
+def request_params(
+    generation: Generation, members: list[CampaignModel] | None = None
+) -> dict[str, Any]:
+    members = campaign_members(generation) if members is None else members
+    member = next((m for m in members if m.endpoint_id == generation.endpoint_id), None)
     params = dict(member.effective_params() if member else generation.campaign.params)
     # Samples of one item differ only through the seed, when the campaign sets one.
     if params.get("seed") is not None:
@@ -82,10 +91,10 @@ def request_params(generation: Generation) -> dict[str, Any]:
     return params
 
 
-def leak_terms(generation: Generation) -> list[str]:
+def leak_terms(generation: Generation, members: list[CampaignModel] | None = None) -> list[str]:
     """The identity terms an answer of this campaign is checked for, its own models' included."""
-    models = ModelEndpoint.objects.filter(members__campaign_id=generation.campaign_id)
-    return terms_with_models(models.values_list("name", "model"))
+    members = campaign_members(generation) if members is None else members
+    return terms_with_models((member.endpoint.name, member.endpoint.model) for member in members)
 
 
 def stream_fields(result: StreamResult) -> dict[str, Any]:
@@ -158,7 +167,10 @@ def run_generation(generation_id: int) -> str:
 
 def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Generation | None]:
     """Run a claimed generation; return its outcome and the next one handed over, if any."""
-    endpoint = ModelEndpoint.objects.get(pk=generation.endpoint_id)
+    members = campaign_members(generation)
+    endpoint = next(
+        (m.endpoint for m in members if m.endpoint_id == generation.endpoint_id), None
+    ) or ModelEndpoint.objects.get(pk=generation.endpoint_id)
     lost = dispatch.lease_keeper.hold(generation)
 
     def heartbeat() -> None:
@@ -174,7 +186,7 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
         item = TaskItem.objects.with_images().get(pk=generation.item_id)
         config = endpoint_config(endpoint)
         messages, recorded = build_messages(item, endpoint)
-        request = build_request(config, messages, request_params(generation))
+        request = build_request(config, messages, request_params(generation, members))
         stored_request = {**request, "messages": recorded, "base_url": config.base_url}
         Generation.objects.filter(pk=generation.pk).update(request=stored_request)
         result, attempts = complete_with_retries(
@@ -192,13 +204,16 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
             status=GenerationStatus.SUCCEEDED,
             attempts=generation.attempts + attempts,
             error="",
-            **{**_outcome(result, leak_terms(generation)), **_record(generation, config, result)},
+            **{
+                **_outcome(result, leak_terms(generation, members)),
+                **_record(generation, config, result),
+            },
         )
         return "succeeded", successor
     except ModelError as error:
         fields: dict[str, Any] = {}
         if error.partial is not None and error.partial.received_text:
-            fields = _outcome(error.partial, leak_terms(generation))
+            fields = _outcome(error.partial, leak_terms(generation, members))
         fields.update(_record(generation, config, error.partial))
         successor = dispatch.finish(
             generation,

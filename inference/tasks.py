@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_ready,
+    worker_shutting_down,
+)
+from django.conf import settings
+from django.db import close_old_connections
 
 from . import dispatch, generate, judging
 
@@ -27,6 +36,36 @@ def run_judgement(judgement_id: int) -> str:
 def sweep() -> int:
     """Requeue the work of dead workers and fill free endpoint slots."""
     return dispatch.sweep()
+
+
+@worker_init.connect
+def _switch_threads_often(**_: Any) -> None:
+    # The stream loop waits for the interpreter lock behind task threads doing database work;
+    # a shorter switch interval bounds how late it reads a chunk because of them.
+    sys.setswitchinterval(settings.WORKER_SWITCH_INTERVAL_MS / 1000)
+
+
+@worker_init.connect
+def _keep_database_connections(**_: Any) -> None:
+    # Before any task thread opens a connection: each keeps its own for this long (Django
+    # reads CONN_MAX_AGE when it connects), with a health check before its first use in a task.
+    age = settings.WORKER_DATABASE_CONN_MAX_AGE
+    if age:
+        for database in settings.DATABASES.values():
+            database["CONN_MAX_AGE"] = age
+            database["CONN_HEALTH_CHECKS"] = True
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_unusable_connections(sender: Any = None, **_: Any) -> None:
+    # What Django does around a request: close this thread's connection if it broke (an
+    # error left it unusable) or outlived its CONN_MAX_AGE, and check it before its next use.
+    # Celery's Django fixup does not, while it is told to reuse connections (settings.py).
+    # Not around a task run eagerly, inside its caller's transaction (as the fixup).
+    eager = getattr(getattr(sender, "request", None), "is_eager", False)
+    if settings.WORKER_DATABASE_CONN_MAX_AGE and not eager:
+        close_old_connections()
 
 
 @worker_ready.connect

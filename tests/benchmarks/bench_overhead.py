@@ -10,12 +10,13 @@ Two ways, because each answers a different question:
 * worker (reported): a real `celery worker --pool threads` process (started through
   bench_dispatch.py, without its probe), CPU read from /proc/PID/stat around the run, its idle
   rate (measured just before) subtracted. This is what a deployment pays: Celery's consumer,
-  acks, the sweeper and lease keeper, and a new database connection per task (Celery's Django
-  fixup closes them after every task) are all in it.
+  acks, the sweeper and lease keeper, and the database connections (kept from task to task,
+  WORKER_DATABASE_CONN_MAX_AGE; 0 opens one per task) are all in it.
 * in-process: `inference.generate.run_generation` called from a thread pool in this process,
-  with `time.thread_time()` around it and around `complete_with_retries`, which splits a
-  generation's CPU into streaming (the HTTP client) and bookkeeping (claim, item, finish,
-  pump). No broker: `dispatch._enqueue` is replaced by a no-op, so pump's queries still run.
+  with `time.thread_time()` around it and around `complete_with_retries`, plus the CPU of the
+  stream loop's thread (which reads every stream), which splits a generation's CPU into
+  streaming (the HTTP client) and bookkeeping (claim, item, finish, pump). No broker:
+  `dispatch._enqueue` is replaced by a no-op, so pump's queries still run.
   Connections stay open per thread, as without Celery. A last run does the short answers one
   at a time, to show the cost without contention for the GIL.
 
@@ -211,10 +212,13 @@ def in_process(
             for pk, endpoint_id in campaign.generations.values_list("pk", "endpoint_id"):
                 by_endpoint.setdefault(endpoint_id, []).append(pk)
             interleaved = [pk for pair in zip(*by_endpoint.values(), strict=False) for pk in pair]
+            loop_clock = stream_loop_clock()
             times0, wall0 = os.times(), time.perf_counter()
+            loop0 = time.clock_gettime(loop_clock)
             with ThreadPoolExecutor(concurrency) as pool:
                 outcomes = list(pool.map(one, interleaved))
             wall = time.perf_counter() - wall0
+            loop_cpu = time.clock_gettime(loop_clock) - loop0
             times1 = os.times()
             pg1 = postgres_cpu_s()
             for wrapper in wrappers.values():  # the pool's threads are gone: close their own
@@ -230,10 +234,22 @@ def in_process(
         print(f"  !! outcomes: { {o: outcomes.count(o) for o in set(outcomes)} }")
     ok, tokens_streamed = streamed(campaign)
     process = (times1.user - times0.user) + (times1.system - times0.system)
-    extra = {"http_cpu_s": sum(cpu_http), "process_cpu_s": process}
+    # The streams are read on the process's stream loop: its thread's CPU is the generations'.
+    extra = {"http_cpu_s": sum(cpu_http) + loop_cpu, "process_cpu_s": process}
     if pg0 is not None and pg1 is not None:
         extra["postgres_cpu_s"] = pg1 - pg0
-    return Measure("in-process", tokens, ok, tokens_streamed, sum(cpu_task), wall, extra)
+    cpu = sum(cpu_task) + loop_cpu
+    return Measure("in-process", tokens, ok, tokens_streamed, cpu, wall, extra)
+
+
+def stream_loop_clock() -> int:
+    """The CPU clock of the thread that runs this process's stream loop (started if need be)."""
+    from inference import stream_loop
+
+    stream_loop.get_loop()
+    thread = stream_loop._stream_loop._thread
+    assert thread is not None and thread.ident is not None
+    return time.pthread_getcpuclockid(thread.ident)
 
 
 CLIENT_TPS = 4000  # fast, so that the client's CPU, not waiting for tokens, sets the pace
@@ -356,7 +372,8 @@ def show(measure: Measure) -> None:
     else:
         http = 1000 * extra["http_cpu_s"] / measure.generations
         print(
-            f"        of which streaming (complete_with_retries) {http:.1f} ms, bookkeeping "
+            f"        of which streaming (the stream loop's thread and complete_with_retries) "
+            f"{http:.1f} ms, bookkeeping "
             f"(claim, item, request, finish, pump) {measure.per_generation_ms - http:.1f} ms; "
             f"whole process {1000 * extra['process_cpu_s'] / measure.generations:.1f} ms "
             "per generation (lease keeper, GC, thread pool included)"
@@ -425,7 +442,7 @@ def main() -> None:
         worker_fixed, _ = fit(*results["worker"])
         local_fixed, _ = fit(*results["in-process"])
         print(
-            f"\n  Celery and a new database connection per task, fixed part: "
+            f"\n  Celery and its database connections, fixed part: "
             f"{worker_fixed - local_fixed:+.1f} ms of worker CPU per generation "
             "(worker fit - in-process fit)"
         )

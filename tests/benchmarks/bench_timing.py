@@ -5,7 +5,8 @@ client, the reference) alternately against one `python -m inference.simulator` p
 request scripted by `[[sim: ttft_ms=200, tps=RATE, tokens=100]]`, and prints both side by side:
 
 * ours: `inference.client.complete_with_retries` (one attempt) from a thread pool of N threads
-  in this process, as the worker runs it, N requests in flight at all times;
+  in this process, as the worker runs it (each thread hands its stream to the process's one
+  stream loop and waits), N requests in flight at all times;
 * AIPerf (`aiperf profile --concurrency N`, pinned below) from its own virtualenv, `.venv-aiperf`
   at the repository root, created on first use so it never enters the app's dependencies. It
   reads a local word-level tokenizer this script builds (its builtin one downloads a
@@ -761,6 +762,10 @@ def sweep_main(argv: list[str]) -> None:
             print(f"AIPerf {aiperf.version} from {AIPERF_VENV}", flush=True)
         rows = []
         with simulator_subprocess() as sim, GcPauses() as pauses:
+            # What is loaded by now stays, as in a worker, which freezes it once it is ready
+            # (inference/tasks.py): full collections then skip it.
+            gc.freeze()
+            sys.setswitchinterval(0.001)  # as a worker does (WORKER_SWITCH_INTERVAL_MS)
             for index, (streams, rate) in enumerate(args.points):
                 requests = args.waves * streams
                 # Alternate which client goes first, so neither always meets a warmer machine.
