@@ -28,7 +28,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -460,6 +460,41 @@ def hand_back(pk: int, claim_token: str, work: Work = GENERATIONS) -> bool:
 
 class Cancelled(Exception):
     """The work was cancelled, taken over, or handed back while it ran."""
+
+
+def lease_callbacks(lost: threading.Event) -> tuple[Callable[[], None], Callable[[float], None]]:
+    """The `heartbeat` and `sleep` a running request is given: the first raises `Cancelled` once
+    the claim is lost; the second is a back-off that wakes early when it is (or the worker
+    stops), so a stop never waits on it."""
+
+    def heartbeat() -> None:
+        if lost.is_set():
+            raise Cancelled
+
+    def back_off(seconds: float) -> None:
+        lost.wait(seconds)
+        heartbeat()
+
+    return heartbeat, back_off
+
+
+def run_chain(
+    first: Row, endpoint_id: int, run: Callable[[Row, bool], tuple[str, Row | None]]
+) -> str:
+    """Run a claimed row, then what `run` hands over next (`run(row, hand_over)`), at most
+    DISPATCH_CHAIN_MAX in all, then fill the endpoint's free slots again. Returns what happened
+    to the first."""
+    first_outcome = ""
+    remaining = max(1, settings.DISPATCH_CHAIN_MAX)
+    current: Row | None = first
+    try:
+        while current is not None:
+            remaining -= 1
+            outcome, current = run(current, remaining > 0)
+            first_outcome = first_outcome or outcome
+    finally:
+        pump([endpoint_id])
+    return first_outcome
 
 
 stopping = threading.Event()

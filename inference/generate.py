@@ -151,18 +151,11 @@ def run_generation(generation_id: int) -> str:
     generation = dispatch.claim(generation_id)
     if generation is None:
         return "skipped"
-    endpoint_id = generation.endpoint_id
-    first_outcome = ""
-    remaining = max(1, settings.DISPATCH_CHAIN_MAX)
-    current: Generation | None = generation
-    try:
-        while current is not None:
-            remaining -= 1
-            outcome, current = _run_claimed(current, hand_over=remaining > 0)
-            first_outcome = first_outcome or outcome
-    finally:
-        dispatch.pump([endpoint_id])
-    return first_outcome
+    return dispatch.run_chain(
+        generation,
+        generation.endpoint_id,
+        lambda row, hand_over: _run_claimed(row, hand_over=hand_over),
+    )
 
 
 def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Generation | None]:
@@ -172,15 +165,7 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
         (m.endpoint for m in members if m.endpoint_id == generation.endpoint_id), None
     ) or ModelEndpoint.objects.get(pk=generation.endpoint_id)
     lost = dispatch.lease_keeper.hold(generation)
-
-    def heartbeat() -> None:
-        if lost.is_set():
-            raise dispatch.Cancelled
-
-    def back_off(seconds: float) -> None:
-        # Wakes early when the claim is lost or the worker stops, so a stop never waits on it.
-        lost.wait(seconds)
-        heartbeat()
+    heartbeat, back_off = dispatch.lease_callbacks(lost)
 
     try:
         item = TaskItem.objects.with_images().get(pk=generation.item_id)

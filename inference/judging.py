@@ -138,33 +138,16 @@ def run_judgement(judgement_id: int) -> str:
     judgement = dispatch.claim_judgement(judgement_id)
     if judgement is None:
         return "skipped"
-    judge_id = judgement.judge_id
-    first_outcome = ""
-    remaining = max(1, settings.DISPATCH_CHAIN_MAX)
-    current: Judgement | None = judgement
-    try:
-        while current is not None:
-            remaining -= 1
-            outcome, current = _run_claimed(current, hand_over=remaining > 0)
-            first_outcome = first_outcome or outcome
-    finally:
-        dispatch.pump([judge_id])
-    return first_outcome
+    return dispatch.run_chain(
+        judgement, judgement.judge_id, lambda row, hand_over: _run_claimed(row, hand_over=hand_over)
+    )
 
 
 def _run_claimed(judgement: Judgement, *, hand_over: bool) -> tuple[str, Judgement | None]:
     """Run a claimed judgement; return its outcome and the next one handed over, if any."""
     endpoint = ModelEndpoint.objects.get(pk=judgement.judge_id)
     lost = dispatch.lease_keeper.hold(judgement)
-
-    def heartbeat() -> None:
-        if lost.is_set():
-            raise dispatch.Cancelled
-
-    def back_off(seconds: float) -> None:
-        # Wakes early when the claim is lost or the worker stops, so a stop never waits on it.
-        lost.wait(seconds)
-        heartbeat()
+    heartbeat, back_off = dispatch.lease_callbacks(lost)
 
     config = endpoint_config(endpoint)
 
