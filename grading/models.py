@@ -115,6 +115,18 @@ class IdentityLeakPolicy(models.TextChoices):
     HOLD = "hold", _("hold the output for an admin")
 
 
+class Purpose(models.TextChoices):
+    """What a review unit, and the scores given on it, are for (DESIGN §11).
+
+    Only `regular` scores enter results and agreement. Gold and calibration units show answers
+    an admin has scored in advance (`GoldAnswer`); their scores measure the reviewer.
+    """
+
+    REGULAR = "regular", _("counted in results")
+    GOLD = "gold", _("gold answer check")
+    CALIBRATION = "calibration", _("calibration")
+
+
 class ReviewSettingsQuerySet(models.QuerySet["ReviewSettings"]):
     def scores_changed(self, campaign_ids: Iterable[int]) -> int:
         """Record that these campaigns' scores changed (call it where scores are written)."""
@@ -161,6 +173,46 @@ class ReviewSettings(models.Model):
         help_text=_(
             "Serve first the items whose judge scores are closest between models, or that a "
             "judge could not score: early human scores go where the judge decides least."
+        ),
+    )
+    gold_rate = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=_(
+            "Share of the items a reviewer is given that are gold answers (answers an admin has "
+            "scored in advance), when the campaign has any. Their scores never enter results."
+        ),
+    )
+    calibration = models.BooleanField(
+        default=False,
+        help_text=_(
+            "New reviewers first score this campaign's calibration answers and see the expected "
+            "range and note after each; until they finish, they get no other work."
+        ),
+    )
+    disagreement_spread = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text=_(
+            "When the first scores of an answer differ by at least this many points, its item is "
+            "offered to more reviewers, up to the maximum below. Empty: never."
+        ),
+    )
+    reviewers_max = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text=_("How many reviewers an item may have at most once its scores disagree."),
+    )
+    max_chars_per_s = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=50,
+        validators=[MinValueValidator(1)],
+        help_text=_(
+            "Scores given faster than reading the answers at this many characters per second "
+            "are counted as too fast on the reviewer quality page (never dropped). Empty: off."
         ),
     )
     reviewers = models.ManyToManyField(
@@ -218,17 +270,22 @@ class ReviewUnit(models.Model):
     held_for_admin = models.BooleanField(default=False)
     # The judge-guided order's rank (grading/judge_order.py): 0 for every unit when it is off.
     judge_rank = models.PositiveIntegerField(default=0)
+    # Regular units are reviewed `reviewers_per_output` times (plus `extra_reviews`); gold and
+    # calibration units hold answers scored in advance, and their scores measure the reviewer.
+    purpose = models.CharField(max_length=12, choices=Purpose.choices, default=Purpose.REGULAR)
+    # Reviews asked beyond `reviewers_per_output` because the first scores disagreed.
+    extra_reviews = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["campaign", "item", "sample"],
+                fields=["campaign", "item", "sample", "purpose"],
                 condition=models.Q(generation__isnull=True),
                 name="unique_review_unit",
             ),
             models.UniqueConstraint(
-                fields=["generation"],
+                fields=["generation", "purpose"],
                 condition=models.Q(generation__isnull=False),
                 name="unique_single_answer_unit",
             ),
@@ -304,13 +361,14 @@ class FlagReason(models.TextChoices):
 
 class ScoreQuerySet(models.QuerySet["Score"]):
     def counted(self) -> ScoreQuerySet:
-        """The scores the results count: not those of a reviewer excluded from the score's
-        campaign (`ReviewSettings.excluded_reviewers`). Every figure reads scores through this."""
+        """The scores the results count: regular ones (not gold or calibration checks), not
+        those of a reviewer excluded from the score's campaign
+        (`ReviewSettings.excluded_reviewers`). Every figure reads scores through this."""
         excluded = ReviewSettings.excluded_reviewers.through.objects.filter(
             reviewsettings__campaign_id=models.OuterRef("generation__campaign_id"),
             user_id=models.OuterRef("reviewer_id"),
         )
-        return self.exclude(models.Exists(excluded))
+        return self.filter(purpose=Purpose.REGULAR).exclude(models.Exists(excluded))
 
 
 class Score(models.Model):
@@ -334,6 +392,8 @@ class Score(models.Model):
     rubric = models.ForeignKey(Rubric, on_delete=models.PROTECT, related_name="scores")
     seconds_spent = models.FloatField(null=True, blank=True)
     imported = models.BooleanField(default=False)
+    # Copied from the unit at submission: only regular scores enter results (`counted`).
+    purpose = models.CharField(max_length=12, choices=Purpose.choices, default=Purpose.REGULAR)
     scored_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -350,6 +410,47 @@ class Score(models.Model):
 
     def __str__(self) -> str:
         return f"{self.score} by {self.reviewer_id} for {self.generation_id}"
+
+
+class GoldAnswer(models.Model):
+    """An answer an admin has scored in advance: the range a careful reviewer's score falls in,
+    and a note saying why (DESIGN §11). `purpose` says how reviewers meet it: mixed unmarked
+    into their queues (gold) or first, with the range and note shown after (calibration)."""
+
+    generation = models.OneToOneField(
+        "inference.Generation", on_delete=models.CASCADE, related_name="gold"
+    )
+    low = models.PositiveSmallIntegerField(validators=[MaxValueValidator(10)])
+    high = models.PositiveSmallIntegerField(validators=[MaxValueValidator(10)])
+    note = models.TextField(blank=True)
+    purpose = models.CharField(
+        max_length=12,
+        choices=[
+            (Purpose.GOLD, Purpose.GOLD.label),
+            (Purpose.CALIBRATION, Purpose.CALIBRATION.label),
+        ],
+        default=Purpose.GOLD,
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(low__lte=models.F("high")), name="gold_low_le_high"
+            ),
+            models.CheckConstraint(condition=models.Q(high__lte=10), name="gold_high_at_most_10"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} {self.low}–{self.high} for {self.generation_id}"
+
+    def distance(self, score: int) -> int:
+        """How far a score falls outside the range (0 inside it)."""
+        return max(self.low - score, 0, score - self.high)
 
 
 class ExportKind(models.TextChoices):
