@@ -378,8 +378,10 @@ class Score(models.Model):
     generation = models.ForeignKey(
         "inference.Generation", on_delete=models.CASCADE, related_name="scores"
     )
+    # PROTECT: deleting a reviewer must not silently change every figure their scores are in.
+    # Deactivate them, or exclude them from a campaign's results (`excluded_reviewers`).
     reviewer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scores"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scores"
     )
     assignment = models.ForeignKey(
         Assignment, on_delete=models.SET_NULL, null=True, blank=True, related_name="scores"

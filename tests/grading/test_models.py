@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from django.db.models import QuerySet
+from django.db.models import ProtectedError, QuerySet
 from django.utils import timezone
 
 from grading import assignment as queue
-from grading.models import Assignment, AssignmentStatus, Export, ExportKind, ExportStatus
+from grading.models import (
+    Assignment,
+    AssignmentStatus,
+    Export,
+    ExportKind,
+    ExportStatus,
+    Score,
+)
 from tests import builders
 
 pytestmark = pytest.mark.django_db
@@ -44,3 +51,20 @@ def test_exports_are_active_until_done_or_failed() -> None:
     assert active == {"queued", "running"}
     assert finished == {"done", "failed"}
     assert {export.status for export in Export.objects.all() if export.active} == active
+
+
+def test_a_reviewer_with_scores_cannot_be_deleted_so_no_figure_changes_silently() -> None:
+    alpha = builders.endpoint("alpha")
+    campaign = builders.campaign("c", builders.suite("s", ["QA"]), [alpha])
+    answer = builders.generation(campaign, campaign.suite.items.get(), alpha)
+    alice, bob = builders.reviewer("alice"), builders.reviewer("bob")
+    builders.score(answer, alice, 7)
+
+    with pytest.raises(ProtectedError):
+        alice.delete()
+
+    assert Score.objects.filter(reviewer=alice).count() == 1
+    bob.delete()  # a reviewer without scores can go
+    alice.is_active = False  # what an admin does instead: she can no longer sign in
+    alice.save()
+    assert Score.objects.counted().get().score == 7
