@@ -287,3 +287,53 @@ def unmark(generation: Generation) -> bool:
     given on it keep their purpose: they were checks, not results."""
     deleted, _details = GoldAnswer.objects.filter(generation=generation).delete()
     return bool(deleted)
+
+
+@dataclass(frozen=True)
+class MarkShown:
+    """What the mark form of one answer shows (`grading/gold_mark_form.html`)."""
+
+    answer_id: str
+    """The generation's public id."""
+    marked: bool
+    purpose: str
+    low: Any
+    high: Any
+    note: str
+    unmarkable: str = ""
+    """Why the answer cannot be marked; empty when it can."""
+    errors: dict[str, list[str]] | None = None
+    """The form's problems by field (`__all__` for the answer itself)."""
+    notice: str = ""
+
+
+def mark_shown(
+    generation: Generation,
+    gold: GoldAnswer | None,
+    *,
+    form: GoldForm | None = None,
+    notice: str = "",
+) -> MarkShown:
+    """The mark form of `generation`: its saved mark, or what `form` was sent with its errors."""
+    unmarkable = unmarkable_reason(generation) or ""
+    if form is not None and form.errors:
+        return MarkShown(
+            answer_id=generation.public_id,
+            marked=gold is not None,
+            purpose=form.data.get("purpose", Purpose.GOLD),
+            low=form.data.get("low", ""),
+            high=form.data.get("high", ""),
+            note=form.data.get("note", ""),
+            unmarkable=unmarkable,
+            errors={name: [str(p) for p in problems] for name, problems in form.errors.items()},
+        )
+    return MarkShown(
+        answer_id=generation.public_id,
+        marked=gold is not None,
+        purpose=gold.purpose if gold else Purpose.GOLD,
+        low=gold.low if gold else "",
+        high=gold.high if gold else "",
+        note=gold.note if gold else "",
+        unmarkable=unmarkable,
+        notice=notice,
+    )
