@@ -303,7 +303,9 @@ class MarkShown:
     unmarkable: str = ""
     """Why the answer cannot be marked; empty when it can."""
     errors: dict[str, list[str]] | None = None
-    """The form's problems by field (`__all__` for the answer itself)."""
+    """The form's problems by field."""
+    general: tuple[str, ...] = ()
+    """The form's problems that concern no one field."""
     notice: str = ""
 
 
@@ -325,7 +327,12 @@ def mark_shown(
             high=form.data.get("high", ""),
             note=form.data.get("note", ""),
             unmarkable=unmarkable,
-            errors={name: [str(p) for p in problems] for name, problems in form.errors.items()},
+            errors={
+                name: [str(p) for p in problems]
+                for name, problems in form.errors.items()
+                if name != "__all__"
+            },
+            general=tuple(str(p) for p in form.non_field_errors()),
         )
     return MarkShown(
         answer_id=generation.public_id,

@@ -63,7 +63,7 @@ def gold_mark(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
             response = render(request, "grading/gold_mark_form.html", {"m": shown})
             patch_vary_headers(response, ("HX-Request",))
             return response
-        if not shown.errors:
+        if not (shown.errors or shown.general):
             messages.success(request, shown.notice)
             return redirect(_safe_next(request) or request.path)
     context = {
