@@ -16,7 +16,7 @@ from tests import builders
 from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
-HTMX = {"HTTP_HX_REQUEST": "true"}
+HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture
@@ -44,8 +44,7 @@ def test_an_admin_marks_an_answer_with_htmx_and_gets_the_fragment_back(
     response = client.post(
         mark_url(study["good"]),
         {"purpose": "calibration", "low": "6", "high": "8", "note": "  needs the units  "},
-        **HTMX,
-        HTTP_HX_TARGET=f"gold-{study['good'].public_id}",
+        headers={**HTMX, "HX-Target": f"gold-{study['good'].public_id}"},
     )
     assert response.status_code == 200
     html = response.content.decode()
@@ -60,7 +59,7 @@ def test_an_admin_marks_an_answer_with_htmx_and_gets_the_fragment_back(
     )
     assert mark.created_by == admin
     # Changing it updates the same mark.
-    client.post(mark_url(study["good"]), {"purpose": "gold", "low": "5", "high": "5"}, **HTMX)
+    client.post(mark_url(study["good"]), {"purpose": "gold", "low": "5", "high": "5"}, headers=HTMX)
     mark.refresh_from_db()
     assert (mark.purpose, mark.low, mark.high, mark.note) == ("gold", 5, 5, "")
     assert GoldAnswer.objects.count() == 1
@@ -80,7 +79,7 @@ def test_an_admin_marks_an_answer_with_htmx_and_gets_the_fragment_back(
 def test_problems_are_shown_next_to_their_fields_and_nothing_is_saved(
     admin: User, study: dict[str, Any], data: dict[str, str], field: str, message: str
 ) -> None:
-    response = logged_in(admin).post(mark_url(study["good"]), data, **HTMX)
+    response = logged_in(admin).post(mark_url(study["good"]), data, headers=HTMX)
     assert response.status_code == 200  # htmx 2 swaps only 2xx: the form comes back in place
     html = response.content.decode()
     start = html.index(f'data-field="{field}"')
@@ -91,7 +90,7 @@ def test_problems_are_shown_next_to_their_fields_and_nothing_is_saved(
 
 def test_an_answer_that_failed_cannot_be_marked(admin: User, study: dict[str, Any]) -> None:
     response = logged_in(admin).post(
-        mark_url(study["failed"]), {"purpose": "gold", "low": "1", "high": "2"}, **HTMX
+        mark_url(study["failed"]), {"purpose": "gold", "low": "1", "high": "2"}, headers=HTMX
     )
     assert "did not succeed" in response.content.decode()
     assert not GoldAnswer.objects.exists()
@@ -154,7 +153,9 @@ def test_only_admins_mark_answers_or_read_the_lists(
 ) -> None:
     client: Client = logged_in(request.getfixturevalue(persona))
     answer = study["good"]
-    response = client.post(mark_url(answer), {"purpose": "gold", "low": "1", "high": "2"}, **HTMX)
+    response = client.post(
+        mark_url(answer), {"purpose": "gold", "low": "1", "high": "2"}, headers=HTMX
+    )
     assert response.status_code == 403
     assert client.post(mark_url(answer), {"remove": ""}).status_code == 403
     assert client.get(reverse("gold-list", args=[study["small"].public_id])).status_code == 403

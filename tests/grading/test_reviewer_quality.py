@@ -75,9 +75,9 @@ def messy_campaign(
     for answer in rng.sample(succeeded, k=min(len(succeeded), rng.randint(0, 4))):
         low = rng.randint(0, 10)
         high = rng.randint(low, 10)
-        purpose = rng.choice([Purpose.GOLD, Purpose.CALIBRATION])
-        GoldAnswer.objects.create(generation=answer, low=low, high=high, purpose=purpose)
-        marks[answer.pk] = (low, high, purpose)
+        kind = rng.choice([Purpose.GOLD.value, Purpose.CALIBRATION.value])
+        GoldAnswer.objects.create(generation=answer, low=low, high=high, purpose=kind)
+        marks[answer.pk] = (low, high, kind)
 
     given: list[Given] = []
     working = rng.sample(people, rng.randint(1, len(people)))
@@ -88,9 +88,13 @@ def messy_campaign(
             if answer.pk in marks:
                 # Mostly scored as the mark's purpose; sometimes as a regular score (given
                 # before the mark was set) or as gold while the mark is calibration.
-                purpose = rng.choice([marks[answer.pk][2]] * 3 + [Purpose.REGULAR, Purpose.GOLD])
+                purpose = rng.choice(
+                    [marks[answer.pk][2]] * 3 + [Purpose.REGULAR.value, Purpose.GOLD.value]
+                )
             else:
-                purpose = rng.choice([Purpose.REGULAR] * 8 + [Purpose.GOLD])  # gold, mark removed
+                purpose = rng.choice(
+                    [Purpose.REGULAR.value] * 8 + [Purpose.GOLD.value]
+                )  # gold, mark removed
             at = START + datetime.timedelta(days=rng.randint(0, 30), hours=rng.randint(0, 23))
             seconds = rng.choice([None, 0.5, 2.0, 10.0, 60.0])
             value = rng.randint(0, 10)
@@ -153,11 +157,13 @@ def expected(campaign: Campaign, given: list[Given], marks: dict[int, tuple[int,
         mine = [g for g in given if g.reviewer == name]
         regular = [g for g in mine if g.purpose == Purpose.REGULAR]
         found = offsets(given, regular)
-        timed = [g for g in mine if g.seconds is not None]
+        timed = [g.seconds for g in mine if g.seconds is not None]
         too_fast = (
             None
             if rate is None
-            else sum(1 for g in timed if g.seconds * rate < len(chars[g.answer]))
+            else sum(
+                1 for g in mine if g.seconds is not None and g.seconds * rate < len(chars[g.answer])
+            )
         )
         calibrated = sum(
             1
