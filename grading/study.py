@@ -34,7 +34,7 @@ from inference.models import (
     validate_slug,
 )
 
-from .models import IdentityLeakPolicy, Layout, ReviewSettings
+from .models import GoldAnswer, IdentityLeakPolicy, Layout, Purpose, ReviewSettings
 
 ENDPOINT_KEYS = {
     "slug": "required",
@@ -516,6 +516,16 @@ def _load_campaign(values: dict[str, Any], result: StudyResult) -> None:
     ):
         review.save()
         changed = True
+    if (
+        review.calibration
+        and not GoldAnswer.objects.filter(
+            generation__campaign=campaign, purpose=Purpose.CALIBRATION
+        ).exists()
+    ):
+        result.notes.append(
+            f"{label}: calibration is on but the campaign has no calibration answers, so new "
+            "reviewers go straight to real work (mark some: manage.py import_gold)"
+        )
 
     if created:
         result.created.append(label)

@@ -383,7 +383,10 @@ def test_reviewer_quality_settings_load_from_the_file_and_default_when_absent(
         reviewers_max=4,
         max_chars_per_s=None,
     )
-    assert "campaigns: created 0, updated 1, unchanged 2" in load(write(tmp_path, data))
+    out = load(write(tmp_path, data))
+    assert "campaigns: created 0, updated 1, unchanged 2" in out
+    # Allowed, and said: calibration with nothing to calibrate on.
+    assert "campaign small: calibration is on but the campaign has no calibration answers" in out
     assert quality_of("small") == (0.25, True, 3, 4, None)
     assert quality_of("medium") == (0.1, False, None, None, 50)
     assert "campaigns: created 0, updated 0, unchanged 3" in load(write(tmp_path, data))
