@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from grading.models import GoldAnswer, Purpose, ReviewSettings
@@ -245,3 +247,17 @@ def test_bad_quality_settings_are_refused_on_the_campaign_page(
     assert message in response.content.decode()
     review = ReviewSettings.objects.get(campaign=campaign)
     assert (review.gold_rate, review.reviewers_max, review.disagreement_spread) == (0.1, None, None)
+
+
+def test_the_gold_list_reads_a_fixed_number_of_queries(admin: User, study: dict[str, Any]) -> None:
+    client = logged_in(admin)
+    url = reverse("gold-list", args=[study["small"].public_id])
+    client.get(url)
+    counts = []
+    for answer in (study["good"], study["other"]):
+        GoldAnswer.objects.create(generation=answer, low=1, high=3, created_by=admin)
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(url).content.decode()
+        counts.append(len(queries))
+        assert f'data-answer="{answer.public_id}"' in page
+    assert counts[0] == counts[1], counts
