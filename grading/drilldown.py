@@ -5,7 +5,8 @@ An item is listed once per campaign it was asked in, `PER_PAGE` to a page, order
 and item id. Choosing a model lists the items that model answered, still with every model's
 answer (the one chosen is marked on the page); choosing a reviewer shows only their scores.
 The scores of a reviewer excluded from the campaign's results are shown, marked, and left out
-of the answer's mean.
+of the answer's mean, as are gold and calibration scores (they measure the reviewer). Each
+answer carries its gold or calibration mark and the form that sets it (`gold.mark_shown`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from django.utils.safestring import SafeString
 
 from inference.models import Campaign, Generation, TaskType
 
-from . import exclusion
+from . import exclusion, gold
 from .markdown import render_markdown
-from .models import Score
+from .models import GoldAnswer, Purpose, Score
 
 PER_PAGE = 20
 
@@ -35,6 +36,8 @@ class ScoreShown:
     comment: str
     excluded: bool = False
     """Given by a reviewer excluded from the campaign's results: shown, not counted."""
+    purpose: str = Purpose.REGULAR
+    """Gold and calibration scores are shown, marked, not counted."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class AnswerShown:
     """The mean of the scores shown; None without one."""
     html: SafeString
     """The answer rendered from Markdown, sanitised."""
+    mark: gold.MarkShown
+    """Its gold or calibration mark, and the form that sets it."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ def drill_down(
     shown = generations.filter(
         item_id__in=[item for _, item in page.object_list],
         campaign_id__in={campaign for campaign, _ in page.object_list},
-    ).select_related("campaign", "endpoint", "item")
+    ).select_related("campaign", "endpoint", "item", "gold")
     by_key: dict[tuple[int, int], list[Generation]] = {}
     for generation in shown.prefetch_related(Prefetch("scores", queryset=scores)).order_by(
         "endpoint__slug", "sample"
@@ -134,10 +139,15 @@ def _answer(generation: Generation, left_out: set[str]) -> AnswerShown:
             flagged=score.flagged,
             comment=score.comment,
             excluded=score.reviewer.username in left_out,
+            purpose=score.purpose,
         )
         for score in generation.scores.all()
     )
-    counted = [s.score for s in scores if not s.excluded]
+    counted = [s.score for s in scores if not s.excluded and s.purpose == Purpose.REGULAR]
+    try:
+        marked: GoldAnswer | None = generation.gold
+    except GoldAnswer.DoesNotExist:
+        marked = None
     return AnswerShown(
         public_id=generation.public_id,
         model_slug=generation.endpoint.slug,
@@ -147,4 +157,5 @@ def _answer(generation: Generation, left_out: set[str]) -> AnswerShown:
         scores=scores,
         mean=statistics.fmean(counted) if counted else None,
         html=render_markdown(generation.content) if generation.content else SafeString(""),
+        mark=gold.mark_shown(generation, marked),
     )

@@ -34,7 +34,7 @@ from inference.models import (
     validate_slug,
 )
 
-from .models import IdentityLeakPolicy, Layout, ReviewSettings
+from .models import GoldAnswer, IdentityLeakPolicy, Layout, Purpose, ReviewSettings
 
 ENDPOINT_KEYS = {
     "slug": "required",
@@ -65,9 +65,22 @@ CAMPAIGN_KEYS = {
     "show_reasoning": "optional",
     "judge_guided_order": "optional",
     "identity_leaks": "optional",
+    "gold_rate": "optional",
+    "calibration": "optional",
+    "disagreement_spread": "optional",
+    "reviewers_max": "optional",
+    "max_chars_per_s": "optional",
     "judges": "optional",
     "judge_params": "optional",
 }
+# A campaign's reviewer quality settings (DESIGN §11), stored on its ReviewSettings.
+QUALITY_KEYS = (
+    "gold_rate",
+    "calibration",
+    "disagreement_spread",
+    "reviewers_max",
+    "max_chars_per_s",
+)
 # Sampling settings a campaign may set; every model of the campaign gets the same ones.
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -302,6 +315,7 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 list(IdentityLeakPolicy.values),
                 IdentityLeakPolicy.MASK,
             ),
+            **_quality(check, raw, where),
         }
         models = raw.get("models", [])
         if (
@@ -356,6 +370,39 @@ def _validate(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if check.problems:
         raise StudyError(check.problems)
     return endpoints, campaigns
+
+
+def _quality(check: _Checker, raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The campaign's reviewer quality settings (DESIGN §11); absent keys take the defaults."""
+    gold_rate = raw.get("gold_rate", 0.1)
+    if not isinstance(gold_rate, (int, float)) or isinstance(gold_rate, bool):
+        check.problem(f"{where}.gold_rate", "must be a number between 0 and 1")
+        gold_rate = 0.1
+    elif not 0 <= gold_rate <= 1:
+        check.problem(f"{where}.gold_rate", f"must be between 0 and 1, not {gold_rate}")
+        gold_rate = 0.1
+    values: dict[str, Any] = {
+        "gold_rate": float(gold_rate),
+        "calibration": check.boolean(raw, "calibration", where, False),
+        "disagreement_spread": check.integer(
+            raw, "disagreement_spread", where, None, maximum=10, nullable=True
+        ),
+        "reviewers_max": check.integer(
+            raw, "reviewers_max", where, None, maximum=20, nullable=True
+        ),
+        "max_chars_per_s": check.integer(raw, "max_chars_per_s", where, 50, nullable=True),
+    }
+    per_output = raw.get("reviewers_per_output", 2)
+    if (
+        values["reviewers_max"] is not None
+        and isinstance(per_output, int)
+        and values["reviewers_max"] < per_output
+    ):
+        check.problem(
+            f"{where}.reviewers_max",
+            f"must be at least reviewers_per_output ({per_output}), not {values['reviewers_max']}",
+        )
+    return values
 
 
 def _judges(
@@ -464,10 +511,21 @@ def _load_campaign(values: dict[str, Any], result: StudyResult) -> None:
             "show_reasoning": values["show_reasoning"],
             "identity_leaks": values["identity_leaks"],
             "judge_guided_order": values["judge_guided_order"],
+            **{key: values[key] for key in QUALITY_KEYS},
         },
     ):
         review.save()
         changed = True
+    if (
+        review.calibration
+        and not GoldAnswer.objects.filter(
+            generation__campaign=campaign, purpose=Purpose.CALIBRATION
+        ).exists()
+    ):
+        result.notes.append(
+            f"{label}: calibration is on but the campaign has no calibration answers, so new "
+            "reviewers go straight to real work (mark some: manage.py import_gold)"
+        )
 
     if created:
         result.created.append(label)
@@ -590,5 +648,6 @@ def study_entries(campaign: Campaign) -> dict[str, Any]:
         "judges": [judge.slug for judge in judges],
         "judge_params": campaign.judge_params,
         "judge_guided_order": review.judge_guided_order,
+        **{key: getattr(review, key) for key in QUALITY_KEYS},
     }
     return {"endpoints": endpoints, "campaigns": [entry]}

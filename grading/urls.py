@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
-from . import views
+from . import quality_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,6 +20,8 @@ urlpatterns = [
         views.review_exclusion,
         name="review-exclusion",
     ),
+    path("campaigns/<str:public_id>/gold/", quality_views.gold_list, name="gold-list"),
+    path("answers/<str:public_id>/gold/", quality_views.gold_mark, name="gold-mark"),
     path("campaigns/<str:public_id>/held/", views.held_items, name="held-items"),
     path("campaigns/<str:public_id>/export/", views.campaign_export, name="campaign-export"),
     path("exports/<str:public_id>/download/", views.export_download, name="export-download"),
@@ -32,6 +34,11 @@ urlpatterns = [
         "results/<str:public_id>/judges/<str:judge>/disagreements/",
         views.judge_disagreements,
         name="judge-disagreements",
+    ),
+    path(
+        "results/<str:public_id>/reviewers/",
+        quality_views.reviewer_quality_page,
+        name="reviewer-quality",
     ),
     path(
         "results/<str:public_id>/bias-ranking/",

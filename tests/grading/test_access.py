@@ -243,3 +243,10 @@ def test_each_role_reaches_exactly_the_views_it_should(
             admitted = ADMITTED[role][persona]
             # Past the role check a sample path may name nothing (404) or want a POST (405).
             assert (status != 403) == admitted, f"{persona} on {path} ({role}): {status}"
+
+
+@pytest.mark.parametrize("name", ["reviewer-quality", "gold-list", "gold-mark"])
+def test_reviewer_quality_routes_are_walked_and_admin_only(name: str) -> None:
+    path = reverse(name, args=["x"])
+    assert path in concrete_paths()
+    assert getattr(resolve(path).func, "required_role", None) == "admin"

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from grading.models import ReviewSettings
-from grading.study import load_study
+from grading.study import QUALITY_KEYS, load_study
 from inference.models import (
     Campaign,
     CampaignModel,
@@ -268,3 +268,29 @@ def test_a_campaign_never_run_has_an_empty_record(db: None) -> None:
     }
     assert manifest["endpoints"][0]["server_versions"] == []
     assert manifest["gradebench"]["generations_by_version"] == {}
+
+
+def test_manifest_study_entry_keeps_the_reviewer_quality_settings(messy: dict[str, Any]) -> None:
+    ReviewSettings.objects.filter(campaign=messy["campaign"]).update(
+        gold_rate=0.3,
+        calibration=True,
+        disagreement_spread=4,
+        reviewers_max=5,
+        max_chars_per_s=None,
+    )
+    entry = json.loads(export("messy"))["study"]["campaigns"][0]
+    assert {key: entry[key] for key in QUALITY_KEYS} == {
+        "gold_rate": 0.3,
+        "calibration": True,
+        "disagreement_spread": 4,
+        "reviewers_max": 5,
+        "max_chars_per_s": None,
+    }
+    ReviewSettings.objects.filter(campaign=messy["campaign"]).update(
+        gold_rate=0.1, calibration=False, disagreement_spread=None, reviewers_max=None
+    )
+    result = load_study(json.loads(export("messy"))["study"] | {"campaigns": [entry]})
+    assert result.updated == ["campaign messy"]
+    review = ReviewSettings.objects.get(campaign=messy["campaign"])
+    assert (review.gold_rate, review.calibration, review.disagreement_spread) == (0.3, True, 4)
+    assert (review.reviewers_max, review.max_chars_per_s) == (5, None)

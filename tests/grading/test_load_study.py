@@ -357,3 +357,70 @@ def test_the_judge_guided_order_is_a_campaign_setting_of_the_file(tmp_path: Path
         call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=err)
     assert "campaigns[0].judge_guided_order:" in err.getvalue()
     assert ReviewSettings.objects.get(campaign__slug="small").judge_guided_order
+
+
+def quality_of(slug: str) -> tuple[object, ...]:
+    review = ReviewSettings.objects.get(campaign__slug=slug)
+    return (
+        review.gold_rate,
+        review.calibration,
+        review.disagreement_spread,
+        review.reviewers_max,
+        review.max_chars_per_s,
+    )
+
+
+def test_reviewer_quality_settings_load_from_the_file_and_default_when_absent(
+    tmp_path: Path,
+) -> None:
+    load(STUDY)
+    assert quality_of("small") == (0.1, False, None, None, 50)
+    data = reference()
+    data["campaigns"][0].update(
+        gold_rate=0.25,
+        calibration=True,
+        disagreement_spread=3,
+        reviewers_max=4,
+        max_chars_per_s=None,
+    )
+    out = load(write(tmp_path, data))
+    assert "campaigns: created 0, updated 1, unchanged 2" in out
+    # Allowed, and said: calibration with nothing to calibrate on.
+    assert "campaign small: calibration is on but the campaign has no calibration answers" in out
+    assert quality_of("small") == (0.25, True, 3, 4, None)
+    assert quality_of("medium") == (0.1, False, None, None, 50)
+    assert "campaigns: created 0, updated 0, unchanged 3" in load(write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"gold_rate": 1.5}, "campaigns[0].gold_rate: must be between 0 and 1, not 1.5"),
+        ({"gold_rate": -0.1}, "campaigns[0].gold_rate: must be between 0 and 1, not -0.1"),
+        ({"gold_rate": "10%"}, "campaigns[0].gold_rate: must be a number between 0 and 1"),
+        ({"gold_rate": True}, "campaigns[0].gold_rate: must be a number between 0 and 1"),
+        ({"calibration": 1}, "campaigns[0].calibration: must be true or false"),
+        ({"disagreement_spread": 0}, "campaigns[0].disagreement_spread: must be between 1 and 10"),
+        ({"disagreement_spread": 11}, "campaigns[0].disagreement_spread: must be between 1 and"),
+        (
+            {"reviewers_per_output": 3, "reviewers_max": 2},
+            "campaigns[0].reviewers_max: must be at least reviewers_per_output (3), not 2",
+        ),
+        ({"reviewers_max": 21}, "campaigns[0].reviewers_max: must be between 1 and 20, not 21"),
+        ({"max_chars_per_s": 0}, "campaigns[0].max_chars_per_s: must be >= 1, not 0"),
+        ({"max_chars_per_s": 2.5}, "campaigns[0].max_chars_per_s: must be an integer"),
+    ],
+)
+def test_bad_reviewer_quality_settings_load_nothing(
+    tmp_path: Path, settings: dict[str, object], message: str
+) -> None:
+    load(STUDY)
+    before = [database_snapshot(), quality_of("small")]
+    data = reference()
+    data["endpoints"][0]["max_concurrency"] = 3
+    data["campaigns"][0].update(settings)
+    err = StringIO()
+    with pytest.raises(CommandError, match="nothing was loaded"):
+        call_command("load_study", str(write(tmp_path, data)), stdout=StringIO(), stderr=err)
+    assert message in err.getvalue()
+    assert [database_snapshot(), quality_of("small")] == before
