@@ -15,7 +15,7 @@ What the httpx path gave is kept: a keep-alive pool per endpoint on each loop (a
 goes back to it once its body has ended, `DRAIN_S` after the end of the answer at most), TLS for
 https base URLs (the system's trust store), connect / read / write / pool timeouts, the request
 (headers and body) in one write, an idle connection the server closed never reused.
-Not supported, because no model server needs them: proxies from the environment, redirects,
+Not supported (a model server is reached directly): proxies from the environment, redirects,
 compressed bodies (`Accept-Encoding: identity` is sent), HTTP/2.
 """
 
