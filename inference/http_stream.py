@@ -241,7 +241,8 @@ class _Exchange:
             self._resolve()
 
     def abandon(self) -> None:
-        """Nobody waits for the answer any more (the waiting coroutine was cancelled)."""
+        """Nobody waits for the answer any more (the waiting coroutine was cancelled, which
+        cancelled the future it waited on too)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -486,6 +487,6 @@ async def post(
         except _Stale:
             continue
         finally:
-            if not exchange.future.done():
+            if not exchange.answered:
                 exchange.abandon()  # cancelled while waiting: the stream is closed
     raise HTTPFailure("the server closed every connection without an answer")

@@ -4,6 +4,7 @@ heartbeat, a body framed by its length."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import ssl
@@ -182,3 +183,39 @@ def test_a_server_that_accepts_and_says_nothing_times_out() -> None:
         listener.close()
         for connection in accepted:
             connection.close()
+
+
+def test_a_cancelled_stream_closes_its_connection() -> None:
+    """A waiting thread that is interrupted cancels its stream (`stream_loop.run`): the server
+    must see the connection closed, not a client still reading."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            connection.settimeout(5)
+            seen.append(connection.recv(1))  # b"" once the client has closed it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        config = EndpointConfig(url, "", "m", "vllm", "none", 30, 30)
+        request = build_request(config, [{"role": "user", "content": "hi"}], {})
+        from inference.client import stream_chat_async
+
+        future = asyncio.run_coroutine_threadsafe(
+            stream_chat_async(config, request), stream_loop.get_loop()
+        )
+        time.sleep(0.3)  # headers in, waiting for the first chunk
+        future.cancel()
+        thread.join(5)
+        assert seen == [b""]
+    finally:
+        listener.close()
