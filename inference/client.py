@@ -1,42 +1,36 @@
 """The one HTTP boundary to model servers: a streaming chat completion, timed.
 
-Uses the `openai` package against any OpenAI-compatible server, with the dialects of
-DESIGN §2: reasoning in `delta.reasoning` / `delta.reasoning_content` or inline `<think>` text,
-FastDeploy's thinking switch and its error events inside a 200 stream, several tokens (or
-several choices) per chunk, a usage-only last chunk. The SDK (`AsyncOpenAI`, on the process's
-one stream loop: `stream_loop`) sends the request; the streamed
-body is read as raw lines and parsed with orjson, which costs an eighth of the SDK's own chunk
-objects. Every failure becomes a `ModelError` that says whether trying again could help.
+Speaks to any OpenAI-compatible server, with the dialects of DESIGN §2: reasoning in
+`delta.reasoning` / `delta.reasoning_content` or inline `<think>` text, FastDeploy's thinking
+switch and its error events inside a 200 stream, several tokens (or several choices) per chunk,
+a usage-only last chunk. The request is the one the `openai` package would send (its headers
+included); it goes out on the process's one stream loop (`stream_loop`) through `http_stream`
+rather than the SDK's HTTP client, and the streamed body is read as raw lines parsed with
+orjson, in the connection's read callback: `stream_chat_async` says why. Every failure becomes
+a `ModelError` that says whether trying again could help.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import random
-import select
-import socket
-import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-import anyio
-import httpcore2 as httpcore
-import httpx2 as httpx
 import openai
 import orjson
 
-from . import scheduling_lag, stream_loop
+from . import http_stream, scheduling_lag, stream_loop
 from .metrics import ThinkTracker, Timings, estimate_tokens, split_think
 
 CONNECT_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 120.0
 POOL_TIMEOUT_S = 30.0
-DRAIN_S = 0.5
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -130,137 +124,7 @@ class StreamResult:
         }
 
 
-# One HTTP client (and connection pool) per endpoint, on the stream loop of this process: a
-# client's connections belong to the loop that opened them, so the clients are kept per loop (a
-# forked child starts its own loop, hence its own clients). Only the loop thread touches them.
-_clients: dict[tuple[asyncio.AbstractEventLoop, str, str, float], httpx.AsyncClient] = {}
-USER_AGENT = f"OpenAI/Python {openai.__version__}"
-
-
-def client_for(config: EndpointConfig) -> httpx.AsyncClient:
-    """The endpoint's HTTP client on the running stream loop (call from a coroutine on it):
-    the `openai` package's own async client (`DefaultAsyncHttpxClient`, its connection limits
-    and redirects), with our timeouts and the headers the SDK would send."""
-    loop = asyncio.get_running_loop()
-    key = (loop, config.base_url, config.api_key, config.read_timeout_s)
-    client = _clients.get(key)
-    if client is None:
-        for stale in [other for other in _clients if other[0] is not loop]:
-            del _clients[stale]  # a parent's loop, before a fork
-        transport = httpx.AsyncHTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
-        pool = transport._pool  # httpcore's pool: its network backend is not a parameter
-        pool._network_backend = _OneWriteBackend(pool._network_backend)
-        client = openai.DefaultAsyncHttpxClient(
-            transport=transport,
-            timeout=httpx.Timeout(
-                connect=CONNECT_TIMEOUT_S,
-                read=config.read_timeout_s,
-                write=WRITE_TIMEOUT_S,
-                pool=POOL_TIMEOUT_S,
-            ),
-            headers={
-                "Authorization": f"Bearer {config.api_key or 'EMPTY'}",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-        )
-        _clients[key] = client
-    return client
-
-
-class _OneWriteStream(httpcore.AsyncNetworkStream):
-    """A connection that holds each write back until the next write or read, so that a
-    request's headers and body leave in one write.
-
-    httpcore writes them separately and the stream yields to the loop after each write, so
-    with many streams on one loop the body left a whole loop iteration after the headers (tens
-    of milliseconds with 64 streams), and the server, which waits for the body, started that
-    much later than t0. Measured with `bench_timing.py` (README, "Timing at load").
-    """
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._held = b""
-        self._socket: socket.socket | None = stream.get_extra_info("socket")
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        if not self._held:
-            self._held = buffer
-            return
-        buffer, self._held = self._held + buffer, b""
-        await self._stream.write(buffer, timeout)
-
-    async def _flush(self, timeout: float | None) -> None:
-        if self._held:
-            buffer, self._held = self._held, b""
-            await self._stream.write(buffer, timeout)
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        await self._flush(timeout)
-        return await self._stream.read(max_bytes, timeout)
-
-    async def aclose(self) -> None:
-        self._held = b""
-        await self._stream.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        await self._flush(timeout)
-        return _OneWriteStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._socket is not None:
-            # httpcore asks it of every idle connection each time it assigns a request (a
-            # server that closed one makes it readable); anyio's stream answers by building
-            # all its socket attributes anew, a fifth of the loop's time at 64 streams.
-            return _readable(self._socket)
-        return self._stream.get_extra_info(info)
-
-
-def _readable(sock: socket.socket) -> bool:
-    """Whether reading `sock` would not block (data, or the peer closed it), as httpcore checks."""
-    descriptor = sock.fileno()
-    if descriptor == -1:
-        return True
-    if not hasattr(select, "poll"):  # Windows; select() is limited to low descriptors elsewhere
-        readable, _, _ = select.select([descriptor], [], [], 0)
-        return bool(readable)
-    poll = select.poll()
-    poll.register(descriptor, select.POLLIN)
-    return bool(poll.poll(0))
-
-
-class _OneWriteBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, its connections wrapped in `_OneWriteStream`."""
-
-    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
-        self._backend = backend
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _OneWriteStream(stream)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
-        return _OneWriteStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
+USER_AGENT = f"OpenAI/Python {openai.__version__}"  # the header the SDK sends
 
 
 def encode_request(request: dict[str, Any]) -> bytes:
@@ -310,11 +174,10 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
 
 
-def _status_error(response: httpx.Response) -> ModelError:
+def _status_error(status: int, headers: dict[str, str], content: bytes) -> ModelError:
     """The error of a response that is not 2xx, its message as the server wrote it (the
     `message` of an OpenAI-style `{"error": {...}}` or of a flat body), else as the SDK words it."""
-    status = response.status_code
-    text = response.text.strip()
+    text = content.decode("utf-8", "replace").strip()
     detail = f"Error code: {status}" + (f" - {text}" if text else "")
     try:
         body = orjson.loads(text) if text else None
@@ -330,7 +193,7 @@ def _status_error(response: httpx.Response) -> ModelError:
         f"HTTP {status}: {detail}",
         retryable=status in RETRYABLE_STATUS,
         http_status=status,
-        retry_after_s=_retry_after(response.headers),
+        retry_after_s=_retry_after(headers),
     )
 
 
@@ -363,11 +226,12 @@ async def stream_chat_async(
     loop serves meanwhile do not count. Each read from the connection is timestamped before
     anything in it is parsed.
 
-    The body is read as raw server-sent-event lines parsed by orjson into plain dicts
-    (`_SSEReader`): the `openai` package's chunk objects cost eight times the CPU per streamed
-    token (`bench_overhead.py --client-only`), and a loop short of CPU reads its chunks late.
-    Building the request through the SDK cost the loop about a millisecond per request, so
-    it is posted through the SDK's HTTP client (`client_for`) as bytes.
+    The request goes through `http_stream`, not the `openai` package's HTTP client (httpx):
+    the body is read as raw server-sent-event lines parsed by orjson into plain dicts, inside
+    the connection's read callback (`_ChunkReader`), and this coroutine wakes only when the
+    answer is complete or has failed. The SDK's chunk objects cost eight times the CPU per
+    streamed token, and httpx's own reading most of what was left (`http_stream` says how
+    much); a loop short of CPU reads its chunks late.
 
     `heartbeat` is called on the loop for every chunk and may raise to abandon the stream
     (a cancelled generation): it must return at once, never wait or query a database.
@@ -380,133 +244,61 @@ async def stream_chat_async(
         watch.stop()
 
 
+def _timeouts(config: EndpointConfig) -> http_stream.Timeouts:
+    return http_stream.Timeouts(
+        connect=CONNECT_TIMEOUT_S, read=config.read_timeout_s, write=WRITE_TIMEOUT_S,
+        pool=POOL_TIMEOUT_S,
+    )  # fmt: skip
+
+
+_heads: dict[tuple[str, str], bytes] = {}
+
+
+def _request_head(config: EndpointConfig, pool: Any) -> bytes:
+    """The request line and headers of an endpoint's chat requests (the SDK's headers)."""
+    head = _heads.get((config.base_url, config.api_key))
+    if head is None:
+        path = urlsplit(config.base_url.rstrip("/") + "/chat/completions")
+        head = http_stream.request_head(
+            pool,
+            path.path + (f"?{path.query}" if path.query else ""),
+            {
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                "Authorization": f"Bearer {config.api_key or 'EMPTY'}",
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+        )
+        _heads[(config.base_url, config.api_key)] = head
+    return head
+
+
 async def _stream(
     config: EndpointConfig,
     body: bytes,
     heartbeat: Callable[[], None] | None,
     watch: scheduling_lag.Watch,
 ) -> StreamResult:
-    client = client_for(config)
     result = StreamResult(started_at=datetime.now(UTC))
-    timings: dict[str, float | None] = {}
-    think = ThinkTracker() if config.reasoning == "think_tags" else None
-    content_parts: list[str] = []
-    reasoning_parts: list[str] = []
-    last_text: float | None = None
-    deadline = config.timeout_s
-    sent: list[float] = []
-    done = False
-
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        # The first write to the network: a new connection's connect, else the headers.
-        if not sent and event.endswith((".connect_tcp.started", ".send_request_headers.started")):
-            sent.append(time.perf_counter())
-
-    t0 = time.perf_counter()
+    reader = _ChunkReader(config, result, heartbeat)
     try:
-        post = client.build_request(
-            "POST",
-            config.base_url.rstrip("/") + "/chat/completions",
-            content=body,
-            headers={"Content-Type": "application/json"},
-            extensions={"trace": trace},
+        pool = http_stream.pool_for(config.base_url, config.api_key)
+        response = await http_stream.post(
+            pool, _request_head(config, pool), body, reader, _timeouts(config)
         )
-        response = await client.send(post, stream=True)
-        headers_at = time.perf_counter()
-        t0 = sent[0] if sent else t0
-        timings["t_headers"] = headers_at - t0
-        if response.status_code >= 300:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            raise _status_error(response)
-        result.http_status = response.status_code
-        result.simulated = response.headers.get("x-simulator") == "gradebench"
-        previous = timings["t_headers"] or 0.0
-        try:
-            events = _SSEReader(response).__aiter__()
-            async for read_at, event, data in events:
-                if data.startswith(b"[DONE]"):
-                    done = True
-                    break
-                now = read_at - t0
-                result.chunks += 1
-                if now - previous > result.max_gap_s:
-                    result.max_gap_s = now - previous
-                previous = now
-                if now > deadline:
-                    raise ModelError(
-                        f"no complete answer within the {deadline:.0f} s deadline", retryable=False
-                    )
-                if heartbeat is not None:
-                    heartbeat()
-                if event == b"error":
-                    raise _error_event(data)
-                chunk = orjson.loads(data)
-                if not isinstance(chunk, dict):
-                    raise _Malformed("a chunk is not a JSON object")
-                choices = chunk.get("choices")
-                if choices is None or chunk.get("error"):
-                    raise _error_event(chunk)
-                if not isinstance(choices, list):
-                    raise _Malformed("choices is not a list")
-                if choices and timings.get("t_first_chunk") is None:
-                    timings["t_first_chunk"] = now
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    result.usage = usage
-                if not result.served_model and isinstance(chunk.get("model"), str):
-                    result.served_model = chunk["model"]
-                fingerprint = chunk.get("system_fingerprint")
-                if not result.system_fingerprint and isinstance(fingerprint, str):
-                    result.system_fingerprint = fingerprint
-                    result.simulated = result.simulated or fingerprint == "gradebench-simulator"
-                had_text = False
-                for choice in choices:
-                    if not isinstance(choice, dict):
-                        raise _Malformed("a choice is not a JSON object")
-                    delta = choice.get("delta")
-                    if isinstance(delta, dict):
-                        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-                        text = delta.get("content")
-                        if reasoning:
-                            if not isinstance(reasoning, str):
-                                raise _Malformed("reasoning is not a string")
-                            reasoning_parts.append(reasoning)
-                            had_text = True
-                        if text:
-                            if not isinstance(text, str):
-                                raise _Malformed("content is not a string")
-                            content_parts.append(text)
-                            had_text = True
-                            if timings.get("t_first_answer") is None:
-                                answered = think.feed(text) if think else bool(text.strip())
-                                if answered:
-                                    timings["t_first_answer"] = now
-                    finish_reason = choice.get("finish_reason")
-                    if finish_reason:
-                        result.finish_reason = str(finish_reason)
-                if had_text:
-                    result.text_chunks += 1
-                    last_text = now
-                    if timings.get("t_first_token") is None:
-                        timings["t_first_token"] = now
-            timings["t_end"] = time.perf_counter() - t0
-        finally:
-            if done:
-                await _drain(events)
-            await response.aclose()
+        if response.status >= 300:
+            raise _status_error(response.status, response.headers, response.body)
     except ModelError as error:
         if result.http_status is None:
             raise  # refused with an HTTP error status (`_status_error`): nothing was streamed
-        _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
+        reader.finish(watch)
         error.partial = result
         raise
-    except (_ErrorEvent, _Malformed, json.JSONDecodeError, *_READ_ERRORS) as error:
-        _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
+    except (_ErrorEvent, _Malformed, json.JSONDecodeError, http_stream.HTTPFailure) as error:
+        reader.finish(watch)
         raise _stream_failure(_describe(error, config), result) from None
-    _finish(result, content_parts, reasoning_parts, timings, last_text, config, watch)
+    reader.finish(watch)
     if not result.received_text:
         raise ModelError(
             "the stream ended without any text",
@@ -517,62 +309,152 @@ async def _stream(
     return result
 
 
-# What reading the body may raise, as the SDK's own stream catches it (`openai._streaming`).
-_READ_ERRORS = (httpx.TimeoutException, httpx.RequestError, ssl.SSLError, anyio.EndOfStream)
+class _ChunkReader:
+    """A chat completion's server-sent events, read as they arrive (an `http_stream.Receiver`):
+    each complete event is parsed and counted in the `StreamResult` right in the connection's
+    read callback, timed by the read that completed it (`at`, taken before any byte of it was
+    parsed; events completed by one read share its time). The data lines of an event are
+    joined by newlines, as the SSE format says; comments and the id and retry fields carry
+    nothing used here."""
 
+    def __init__(
+        self,
+        config: EndpointConfig,
+        result: StreamResult,
+        heartbeat: Callable[[], None] | None,
+    ) -> None:
+        self.config = config
+        self.result = result
+        self.heartbeat = heartbeat
+        self.think = ThinkTracker() if config.reasoning == "think_tags" else None
+        self.timings: dict[str, float | None] = {}
+        self.content_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        self.last_text: float | None = None
+        self.t0 = 0.0
+        self.previous = 0.0
+        self.pending = b""
+        self.event = b""
+        self.data_lines: list[bytes] = []
 
-class _SSEReader:
-    """The events of a server-sent-events body: (time of the read that completed the event,
-    event name, data), the data lines of an event joined by newlines as the SSE format says.
+    def start(self, status: int, headers: dict[str, str], t0: float, at: float) -> None:
+        self.t0 = t0
+        self.timings["t_headers"] = self.previous = at - t0
+        self.result.http_status = status
+        self.result.simulated = headers.get("x-simulator") == "gradebench"
 
-    The time is `time.perf_counter()` right after the bytes came off the connection, before
-    any of them is decoded or parsed; events completed by one read share its time.
-    """
+    def data(self, block: bytes, at: float) -> bool:
+        if self.pending:
+            block = self.pending + block
+        lines = block.split(b"\n")
+        self.pending = lines.pop()
+        data = self.data_lines
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:  # end of an event
+                if data:
+                    joined = data[0] if len(data) == 1 else b"\n".join(data)
+                    data.clear()
+                    if self.chunk(at, self.event, joined):
+                        return True
+                self.event = b""
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            elif line.startswith(b"event:"):
+                self.event = line[6:].strip()
+        return False
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-
-    async def __aiter__(self) -> AsyncIterator[tuple[float, bytes, bytes]]:
-        perf_counter = time.perf_counter
-        pending = b""
-        event = b""
-        data: list[bytes] = []
-        async for block in self.response.aiter_bytes():
-            read_at = perf_counter()
-            if pending:
-                block = pending + block
-            lines = block.split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if not line:  # end of an event
-                    if data:
-                        yield read_at, event, data[0] if len(data) == 1 else b"\n".join(data)
-                        data = []
-                    event = b""
-                elif line.startswith(b"data:"):
-                    data.append(line[6:] if line.startswith(b"data: ") else line[5:])
-                elif line.startswith(b"event:"):
-                    event = line[6:].strip()
-                # comments (":") and the id and retry fields carry nothing we use
+    def end(self, at: float) -> None:
+        pending, data = self.pending, self.data_lines
         if pending.startswith(b"data:"):
             data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
-        if data:  # a last event without its blank line
-            yield perf_counter(), event, b"\n".join(data)
+        if data and self.chunk(at, self.event, b"\n".join(data)):
+            return  # a last [DONE] without its blank line
+        self.timings["t_end"] = time.perf_counter() - self.t0
 
+    def chunk(self, read_at: float, event: bytes, data: bytes) -> bool:
+        """Count one event in the result; True for `[DONE]`."""
+        result, timings = self.result, self.timings
+        if data.startswith(b"[DONE]"):
+            timings["t_end"] = time.perf_counter() - self.t0
+            return True
+        now = read_at - self.t0
+        result.chunks += 1
+        if now - self.previous > result.max_gap_s:
+            result.max_gap_s = now - self.previous
+        self.previous = now
+        deadline = self.config.timeout_s
+        if now > deadline:
+            raise ModelError(
+                f"no complete answer within the {deadline:.0f} s deadline", retryable=False
+            )
+        if self.heartbeat is not None:
+            self.heartbeat()
+        if event == b"error":
+            raise _error_event(data)
+        chunk = orjson.loads(data)
+        if not isinstance(chunk, dict):
+            raise _Malformed("a chunk is not a JSON object")
+        choices = chunk.get("choices")
+        if choices is None or chunk.get("error"):
+            raise _error_event(chunk)
+        if not isinstance(choices, list):
+            raise _Malformed("choices is not a list")
+        if choices and timings.get("t_first_chunk") is None:
+            timings["t_first_chunk"] = now
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            result.usage = usage
+        if not result.served_model and isinstance(chunk.get("model"), str):
+            result.served_model = chunk["model"]
+        fingerprint = chunk.get("system_fingerprint")
+        if not result.system_fingerprint and isinstance(fingerprint, str):
+            result.system_fingerprint = fingerprint
+            result.simulated = result.simulated or fingerprint == "gradebench-simulator"
+        had_text = False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise _Malformed("a choice is not a JSON object")
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+                text = delta.get("content")
+                if reasoning:
+                    if not isinstance(reasoning, str):
+                        raise _Malformed("reasoning is not a string")
+                    self.reasoning_parts.append(reasoning)
+                    had_text = True
+                if text:
+                    if not isinstance(text, str):
+                        raise _Malformed("content is not a string")
+                    self.content_parts.append(text)
+                    had_text = True
+                    if timings.get("t_first_answer") is None:
+                        think = self.think
+                        if think.feed(text) if think else bool(text.strip()):
+                            timings["t_first_answer"] = now
+            finish_reason = choice.get("finish_reason")
+            if finish_reason:
+                result.finish_reason = str(finish_reason)
+        if had_text:
+            result.text_chunks += 1
+            self.last_text = now
+            if timings.get("t_first_token") is None:
+                timings["t_first_token"] = now
+        return False
 
-async def _drain(events: AsyncIterator[tuple[float, bytes, bytes]]) -> None:
-    """Read what follows `[DONE]` (the end of a chunked body), so that the connection goes back
-    to the pool instead of being closed: opening a new one for every request cost the loop
-    more than the whole stream. A server that keeps writing, or keeps the body open, gets
-    `DRAIN_S`; then the connection is closed as before."""
-    try:
-        async with asyncio.timeout(DRAIN_S):
-            async for _ in events:
-                pass
-    except (TimeoutError, *_READ_ERRORS):
-        pass
+    def finish(self, watch: scheduling_lag.Watch) -> None:
+        """Put the text and timings read so far into the result (after success or failure)."""
+        _finish(
+            self.result,
+            self.content_parts,
+            self.reasoning_parts,
+            self.timings,
+            self.last_text,
+            self.config,
+            watch,
+        )
 
 
 class _ErrorEvent(Exception):
@@ -611,10 +493,10 @@ def _describe(error: Exception, config: EndpointConfig) -> str:
         return f"malformed chunk in the stream: {error.msg}"
     if isinstance(error, _Malformed):
         return f"malformed chunk in the stream: {error}"
-    if isinstance(error, httpx.TimeoutException):
-        return f"timed out (no data for {config.read_timeout_s:.0f} s)"
-    if isinstance(error, _READ_ERRORS):
-        return f"connection failed: {type(error).__name__}: {error}"
+    if isinstance(error, http_stream.HTTPTimeout):
+        return f"timed out ({error})"
+    if isinstance(error, http_stream.HTTPFailure):
+        return f"connection failed: {error}"
     return f"error event in the stream: {error}"
 
 

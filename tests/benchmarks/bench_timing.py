@@ -430,6 +430,7 @@ class Measured:
     first_write_ms: float | None = None  # the first text chunk's write, after arrival
     written_tps: float | None = None  # (tokens − 1) / (last write − first write)
     first_late_ms: float | None = None  # the first text chunk's write − when it was due
+    send_ms: float | None = None  # ours: t0 → the simulator had read the request (wall clocks)
 
 
 @dataclass
@@ -537,11 +538,12 @@ def run_ours(sim: Simulator, streams: int, rate: float, requests: int) -> Client
                 )
             )
     run.cpu = cpu.text
-    tags = {}
+    tags, received = {}, {}
     for entry in _sim_get(sim, "/_sim/requests"):
         match = TAG_RE.search(entry.get("prompt") or "")
         if match:
             tags[match.group(1)] = entry["id"]
+            received[match.group(1)] = float(entry["received_at"])
     records = {record["request"]: record for record in _sim_get(sim, "/_sim/streams")}
     for outcome in outcomes:
         if isinstance(outcome, str):
@@ -555,6 +557,11 @@ def run_ours(sim: Simulator, streams: int, rate: float, requests: int) -> Client
                 SWEEP_TTFT_MS + outcome.ttft_error_ms,
                 rate * (1 + outcome.decode_error),
                 **(_written(record) if record else {}),
+                send_ms=(
+                    1000 * (received[outcome.tag] - outcome.started_at)
+                    if outcome.tag in received
+                    else None
+                ),
             )
         )
     return run
@@ -825,6 +832,20 @@ def print_sweep(rows: list[tuple[int, float, ClientRun, ClientRun]], pauses: GcP
             f"| {b['decode']} | {a['net']} | {b['net']} | {sim} | {ours.cpu} "
             f"| {verdict(streams, rate, a, b)} |"
         )
+    print(
+        "\nOurs, net TTFT taken apart (ms, median / p95): the request's trip = t0 → the "
+        "simulator has\nread it (its handler ran; requests sent at once queue there), read "
+        "lateness = first text\nchunk's write → our read (the client's own share).\n"
+    )
+    print("| streams × tok/s | request trip | read lateness |\n|---|---|---|")
+    for streams, rate, ours, _ in rows:
+        pairs = [
+            (m.send_ms, m.ttft_ms - m.first_write_ms - m.send_ms)
+            for m in ours.samples
+            if m.send_ms is not None and m.first_write_ms is not None
+        ]
+        trip, reading = [p[0] for p in pairs], [p[1] for p in pairs]
+        print(f"| {streams} × {rate:g} | {_signed(trip, '', 1)} | {_signed(reading, '', 1)} |")
     skipped = {run.skipped for *_, ours, theirs in rows for run in (ours, theirs) if run.skipped}
     for reason in sorted(skipped):
         print(f"\nnot run: {reason}")

@@ -14,10 +14,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpcore2 as httpcore
 import pytest
 
-from inference import scheduling_lag, stream_loop
+from inference import http_stream, scheduling_lag, stream_loop
 from inference.client import EndpointConfig, StreamResult, build_request, complete_with_retries
 from inference.simulator import SimulatorThread
 
@@ -174,61 +173,36 @@ def test_a_requests_headers_and_body_leave_in_one_write(
 ) -> None:
     """With many streams on the loop, a body written after its headers left a loop iteration
     later; the server, waiting for the body, started late while t0 had been taken."""
-    from httpcore2._backends.anyio import AnyIOStream
-
     writes: list[bytes] = []
-    write = AnyIOStream.write
+    connection_made = http_stream._Connection.connection_made
 
-    async def recorded(self: AnyIOStream, buffer: bytes, timeout: float | None = None) -> None:
-        writes.append(buffer)
-        await write(self, buffer, timeout)
+    def recorded(self: http_stream._Connection, transport: Any) -> None:
+        write = transport.write
 
-    monkeypatch.setattr(AnyIOStream, "write", recorded)
-    outcome = ask(config(simulator), "one-write")
+        def recording(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        transport.write = recording
+        connection_made(self, transport)
+
+    monkeypatch.setattr(http_stream._Connection, "connection_made", recorded)
+    # An endpoint no other test used, so that its request opens a connection.
+    endpoint = EndpointConfig(
+        simulator.base_url(ERNIE), "one-write-key", ERNIE, "fastdeploy", "none", 30, 30
+    )
+    outcome = ask(endpoint, "one-write")
     assert isinstance(outcome, tuple)
     assert len(writes) == 1
     assert writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert writes[0].endswith(b'"stream_options":{"include_usage":true},"max_tokens":50}')
 
 
-def test_a_held_write_goes_out_before_the_connection_is_read() -> None:
-    """A request without a body (headers only) must not wait for a write that never comes."""
-    from inference.client import _OneWriteStream
-
-    class Recording(httpcore.AsyncNetworkStream):
-        def __init__(self) -> None:
-            self.events: list[tuple[str, bytes]] = []
-
-        async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self.events.append(("write", buffer))
-
-        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            self.events.append(("read", b""))
-            return b"HTTP/1.1 200 OK\r\n"
-
-    async def exchange() -> list[tuple[str, bytes]]:
-        inner = Recording()
-        stream = _OneWriteStream(inner)
-        await stream.write(b"GET / HTTP/1.1\r\n\r\n")
-        await stream.write(b"")  # an empty end of message changes nothing
-        assert inner.events == []
-        await stream.read(100)
-        await stream.write(b"POST / HTTP/1.1\r\n\r\n")
-        await stream.write(b"{}")
-        return inner.events
-
-    assert stream_loop.run(exchange()) == [
-        ("write", b"GET / HTTP/1.1\r\n\r\n"),
-        ("read", b""),
-        ("write", b"POST / HTTP/1.1\r\n\r\n{}"),
-    ]
-
-
 def test_an_idle_connection_the_server_closed_is_seen_as_readable() -> None:
     """How the pool tells a dead keep-alive connection from a live one (`_readable`)."""
     import socket
 
-    from inference.client import _readable
+    from inference.http_stream import _readable
 
     ours, server = socket.socketpair()
     try:
@@ -245,17 +219,15 @@ def test_sequential_streams_reuse_one_connection(
 ) -> None:
     """The end of the body after `[DONE]` is read, so the connection goes back to the pool: a
     new connection for every request cost the loop more than the whole stream."""
-    from inference.client import _OneWriteBackend
-
     connects: list[str] = []
-    connect_tcp = _OneWriteBackend.connect_tcp
+    connection_made = http_stream._Connection.connection_made
 
-    async def counted(self: _OneWriteBackend, host: str, *args: Any, **kwargs: Any) -> Any:
-        connects.append(host)
-        return await connect_tcp(self, host, *args, **kwargs)
+    def counted(self: http_stream._Connection, transport: Any) -> None:
+        connects.append(transport.get_extra_info("peername")[0])
+        connection_made(self, transport)
 
-    monkeypatch.setattr(_OneWriteBackend, "connect_tcp", counted)
-    # An endpoint no other test used, so that its client starts with no connection.
+    monkeypatch.setattr(http_stream._Connection, "connection_made", counted)
+    # An endpoint no other test used, so that its pool starts with no connection.
     endpoint = EndpointConfig(
         simulator.base_url(ERNIE), "reuse-key", ERNIE, "fastdeploy", "none", 30, 29
     )
