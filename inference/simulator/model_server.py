@@ -202,7 +202,10 @@ class ModelServer:
         """``POST /v1/chat/completions``, streaming or not."""
         raw = await request.read()
         loop = asyncio.get_running_loop()
-        arrival = loop.time()
+        handled = loop.time()
+        # When the read that completed the request arrived (`running._StampedHandler`), not
+        # when this handler got the loop; a server started otherwise has only the latter.
+        arrival = min(getattr(request.protocol, "read_at", None) or handled, handled)
         entry = self.state.record(
             {
                 "server": self.dialect,
@@ -210,6 +213,8 @@ class ModelServer:
                 "model": None,
                 "status": None,
                 "has_authorization": "Authorization" in request.headers,
+                # How long the request waited for its handler after its last byte arrived.
+                "handler_wait_ms": round((handled - arrival) * 1000, 3),
             }
         )
         try:

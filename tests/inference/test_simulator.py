@@ -948,3 +948,34 @@ def test_command_serves_on_ephemeral_ports_and_stops_on_sigterm(command: list[st
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_scripted_ttft_counts_from_the_read_that_completed_the_request(
+    simulator: SimulatorThread, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many requests arriving at once the last handler starts late: the script still runs
+    from the request's arrival, so that lateness is not passed on to the client's TTFT."""
+    from inference.simulator import running
+
+    original = running._StampedHandler.data_received
+
+    def busy_after_reading(handler: Any, data: bytes) -> None:
+        original(handler, data)
+        if b"late-handler" in data:
+            time.sleep(0.15)  # the loop busy with other requests before this one's handler runs
+
+    monkeypatch.setattr(running._StampedHandler, "data_received", busy_after_reading)
+    root = simulator.base_url(ERNIE_SMALL).removesuffix("/v1")
+    before = http.get(root + "/_sim/streams").json()["data"]
+    since = before[-1]["id"] if before else 0
+
+    result = stream(
+        http, simulator, ERNIE_SMALL, "late-handler [[sim: ttft_ms=300, tps=400, tokens=4]]"
+    )
+
+    entry = logged(http, simulator, server="fastdeploy")[-1]
+    assert entry["prompt"].startswith("late-handler") and entry["handler_wait_ms"] >= 140
+    (record,) = http.get(root + "/_sim/streams", params={"since": since}).json()["data"]
+    assert 0.300 <= record["first_write_s"] < 0.300 + 0.1  # not 0.450: due from arrival
+    first_text = result.text_times()[0] - result.t0
+    assert 0.300 <= first_text < 0.300 + 0.1
