@@ -356,6 +356,11 @@ def test_the_production_stack_runs_a_campaign_end_to_end_and_stops_cleanly(
             assert len(rows) == len(ITEMS) * 2
             assert {row["reviewer"] for row in rows} == {"reviewer"}
             assert sorted(int(row["score"]) for row in rows) == sorted(s for _, s in given)
+            # The operator's page: every part up, the worker answering through Redis.
+            operations = admin.get("/operations/")
+            assert operations.count(">reachable<") == 2, operations
+            assert "connections in use" in operations and "redis://" in operations
+            assert ">answering<" in admin.get("/operations/?ping=1")
             # The same bytes as the command writes.
             manage(env, "export_scores", "--campaign", "stack", "--output", str(tmp_path / "s.csv"))
             assert exported == (tmp_path / "s.csv").read_bytes()
