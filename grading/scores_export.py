@@ -147,7 +147,10 @@ def score_rows(scores: QuerySet[Score], *, anonymize: bool = False) -> Iterator[
     """
     values = scores.values_list(*FIELDS)
     rows: Iterator[tuple[Any, ...]]
-    if connections[values.db].vendor == "postgresql":
+    database = connections[values.db]
+    if database.vendor == "postgresql" and not database.settings_dict.get(
+        "DISABLE_SERVER_SIDE_CURSORS"
+    ):
         rows = _server_cursor_rows(values)
     else:
         rows = values.iterator(chunk_size=CHUNK_SIZE)

@@ -693,7 +693,7 @@ def part2(
         ready = threading.Barrier(REVIEWERS + 1, timeout=300)
         stop_at = [math.inf]
         reviewers = [
-            Reviewer(base, f"reviewer{n:02d}", ready, stop_at, args.keep_alive, headers, args.pace)
+            Reviewer(base, f"reviewer{n:02d}", ready, stop_at, args.keep_alive, headers, pace)
             for n in range(REVIEWERS)
         ]
         login_start = time.perf_counter()
