@@ -683,7 +683,7 @@ def part2(
             check=True,
         )
         headers = {"X-Forwarded-Proto": "https", "Origin": f"https://127.0.0.1:{port}"}
-    run = f"{conn_max_age}-{pace:g}"
+    run = f"{conn_max_age}-{pace:g}-{port}"
     log, access = work / f"gunicorn-{run}.log", work / f"access-{run}.log"
     process = start_gunicorn(
         server_env, port, workers, threads, log, access, production=args.production
