@@ -172,11 +172,11 @@ def _server_cursor_rows(values: QuerySet[Any]) -> Iterator[tuple[Any, ...]]:
     The same SQL and values as the queryset's own iterator (Django converts none of these
     columns on PostgreSQL), without its per-row work, and in PostgreSQL's binary format,
     which the driver reads without parsing text: a million rows took 4.5 s of client CPU as
-    text, 1.0 s in binary, and the whole read went from 19,600 rows/s (the iterator) to about
-    80,000 (tests/benchmarks/bench_scores_csv.py). Memory stays flat. Outside a transaction
-    the cursor is declared WITH HOLD, as Django declares its own, so none stays open while the
-    rows are written (an export's progress, saved as it goes, stays visible). Django's cursor
-    wrapper around it logs and counts the query like any other.
+    text, 1.0 s in binary, and reading them went from 19,600 rows/s (the iterator, on a busy
+    machine) to 146,000 (tests/benchmarks/bench_scores_csv.py, "rows only"). Memory stays
+    flat. Outside a transaction the cursor is declared WITH HOLD, as Django declares its own,
+    so none stays open while the rows are written (an export's progress, saved as it goes,
+    stays visible). Django's cursor wrapper around it logs and counts the query like any other.
     """
     sql, params = values.query.sql_with_params()
     database = connections[values.db]
