@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test test-real bench install install-dev lint format typecheck messages clean
+.PHONY: demo serve test test-real bench install install-dev lint format typecheck messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install-dev: $(VENV)/.installed-dev
 ## demo: set up (virtualenv, database, reference study, demo users) and run web + worker + simulator
 demo: install
 	DEBUG=1 $(BIN)/python manage.py demo --port $(PORT)
+
+## serve: production mode (DEBUG off) against DATABASE_URL (PostgreSQL) and REDIS_URL: migrate,
+## collectstatic, then gunicorn (deploy/gunicorn.conf.py) + a Celery worker; see deploy/serve.sh
+serve: install
+	PYTHON=$(BIN)/python deploy/serve.sh
 
 ## test: the whole test suite (SQLite and the embedded broker unless DATABASE_URL / REDIS_URL are set)
 test: install-dev

@@ -23,12 +23,19 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inference.csv_writing import atomic_text_file, csv_lines, write_csv
+from inference.csv_writing import RowCells, atomic_text_file, csv_lines, format_row, write_csv
 from inference.generations_export import columns, generation_rows, generations_for
 from inference.models import Campaign
 
 from .models import Export, ExportKind, ExportStatus
-from .scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from .scores_export import (
+    AGGREGATE_COLUMNS,
+    COLUMNS,
+    aggregate_rows,
+    format_score_row,
+    score_rows,
+    scores_for,
+)
 from .worker_ping import worker_responds
 
 logger = logging.getLogger(__name__)
@@ -106,6 +113,11 @@ def header_and_rows(
     raise ValueError(f"unknown export kind {kind!r}")
 
 
+def cells_of(kind: str) -> RowCells:
+    """How one row of the export `kind` becomes its cells: as its command writes them."""
+    return format_score_row if kind == ExportKind.SCORES else format_row
+
+
 def csv_chunks(
     kind: str, campaign: Campaign, *, bom: bool = False, anonymize: bool = False
 ) -> Iterator[bytes]:
@@ -113,7 +125,7 @@ def csv_chunks(
     header, rows = header_and_rows(kind, campaign, anonymize=anonymize)
     pending: list[str] = []
     size = 0
-    for line in csv_lines(header, rows, bom=bom):
+    for line in csv_lines(header, rows, bom=bom, cells=cells_of(kind)):
         pending.append(line)
         size += len(line)
         if size >= CHUNK_CHARS:
@@ -199,7 +211,13 @@ def run_export(export_id: int) -> str:
             export.kind, export.campaign, anonymize=export.anonymize_reviewers
         )
         with atomic_text_file(path) as stream:
-            written = write_csv(stream, header, _reporting(rows, export.pk), bom=export.bom)
+            written = write_csv(
+                stream,
+                header,
+                _reporting(rows, export.pk),
+                bom=export.bom,
+                cells=cells_of(export.kind),
+            )
     except Exception as error:
         logger.exception("export %s failed", export.public_id)
         Export.objects.filter(pk=export.pk).update(

@@ -55,5 +55,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("healthz", views.healthz, name="healthz"),
+    path("operations/", views.operations, name="operations"),
     path("admin/", admin.site.urls),
 ]

@@ -58,6 +58,7 @@ from . import (
     judge_stats,
     progress,
 )
+from . import operations as operations_checks
 from .models import (
     Assignment,
     AssignmentStatus,
@@ -113,6 +114,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+@admin_required
+@require_GET
+@never_cache
+def operations(request: HtmxHttpRequest) -> HttpResponse:
+    """Admins: is everything up? Database, broker, queues, work per endpoint, version; whether
+    a worker answers comes in its own request (`#workers`: a ping can take seconds)."""
+    if fragment_wanted(request, {"workers"}) or "ping" in request.GET:
+        context: dict[str, object] = {"workers": operations_checks.check_workers()}
+    else:
+        context = {"status": operations_checks.status(), "workers": None}
+    return render_page(request, "grading/operations.html", context, fragments={"workers"})
 
 
 # --- Review (reviewers) ----------------------------------------------------------------------

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from .csv_writing import output_stream, write_csv
+from .csv_writing import RowCells, format_row, output_stream, write_csv
 from .models import Campaign
 
 
@@ -47,12 +47,13 @@ class CsvExportCommand(BaseCommand):
         self,
         options: dict[str, Any],
         header: Iterable[str],
-        rows: Iterable[Iterable[Any]],
+        rows: Iterable[Sequence[Any]],
         *,
         unit: str,
         total: Callable[[], int] | None = None,
+        cells: RowCells = format_row,
     ) -> None:
-        """Write the CSV to `--output` (atomically) or stdout.
+        """Write the CSV to `--output` (atomically) or stdout, each row's cells by `cells`.
 
         `total` counts the rows for a progress bar, asked only when writing a file with a
         terminal on stderr.
@@ -63,7 +64,7 @@ class CsvExportCommand(BaseCommand):
             rows = tqdm(rows, total=total(), unit="row", file=sys.stderr, leave=False)
         try:
             with output_stream(path, self.stdout) as stream:
-                written = write_csv(stream, list(header), rows, bom=options["bom"])
+                written = write_csv(stream, list(header), rows, bom=options["bom"], cells=cells)
         except OSError as error:
             if path is None:
                 raise

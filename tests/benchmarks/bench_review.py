@@ -29,8 +29,17 @@ as gunicorn's access log measured it (server side). Then the database is checked
 with more than k live (reserved or submitted) assignments, `holders` and `submitted` equal to
 the assignments, and exactly 2 new scores per successful submit.
 
+With `--production`, part 2 runs the web server as deployed: `gunicorn -c
+deploy/gunicorn.conf.py` with DEBUG=0 and collected static files (its workers and threads still
+set by `--workers` / `--threads`), the reviewers speaking as from behind the TLS proxy
+(`X-Forwarded-Proto: https`, `Origin`; the session and CSRF cookies are not marked Secure, as
+the load generator speaks plain HTTP). `--conn-max-age 0 600` runs part 2 once per value on the
+same database (DATABASE_CONN_MAX_AGE of the web server). `--pace S` makes each reviewer thread
+start a cycle (next, page, submit) every S seconds on average, after the flat-out runs: 20 threads
+at `--pace 3` are 200 reviewers submitting once per 30 s each.
+
     python tests/benchmarks/bench_review.py [--items 50000] [--seconds 60] [--reps 200]
-        [--conn-max-age 0] [--keep-alive]
+        [--conn-max-age 0 [600 ...]] [--keep-alive] [--production] [--pace S]
 """
 
 from __future__ import annotations
@@ -433,17 +442,26 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    env: dict[str, str], port: int, workers: int, threads: int, log: Path, access: Path
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    threads: int,
+    log: Path,
+    access: Path,
+    production: bool = False,
 ) -> subprocess.Popen[bytes]:
     import httpx2
 
+    config = ["-c", "deploy/gunicorn.conf.py"] if production else []
     # fmt: off
     command = [
-        sys.executable, "-m", "gunicorn", "grading.wsgi", "-w", str(workers), "-k", "gthread",
-        "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
-        "--access-logfile", str(access), "--access-logformat", "%(p)s %(m)s %(U)s %(s)s %(D)s",
+        sys.executable, "-m", "gunicorn", *config, "grading.wsgi", "-w", str(workers),
+        "-k", "gthread", "--threads", str(threads), "-b", f"127.0.0.1:{port}",
+        "--log-level", "warning", "--access-logfile", str(access),
+        "--access-logformat", "%(p)s %(m)s %(U)s %(s)s %(D)s",
     ]
     # fmt: on
+    proxy = {"X-Forwarded-Proto": "https"} if production else {}
     handle = log.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
@@ -454,7 +472,8 @@ def start_gunicorn(
             stop_process(process)
             raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
         try:
-            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            url = f"http://127.0.0.1:{port}/healthz"
+            if httpx2.get(url, timeout=2, headers=proxy).status_code == 200:
                 break
         except httpx2.HTTPError:
             pass
@@ -485,9 +504,13 @@ class Reviewer(threading.Thread):
         ready: threading.Barrier,
         stop_at: list[float],
         keep_alive: bool,
+        headers: dict[str, str] | None = None,
+        pace: float = 0.0,
     ):
         super().__init__(daemon=True)
         self.keep_alive = keep_alive
+        self.headers = headers or {}
+        self.pace = pace
         self.base = base
         self.username = username
         self.ready = ready
@@ -523,7 +546,11 @@ class Reviewer(threading.Thread):
         # its connection (in trial runs one worker could end up serving all 20).
         limits = httpx2.Limits(max_keepalive_connections=None if self.keep_alive else 0)
         with httpx2.Client(
-            base_url=self.base, timeout=60, follow_redirects=False, limits=limits
+            base_url=self.base,
+            timeout=60,
+            follow_redirects=False,
+            limits=limits,
+            headers=self.headers,
         ) as client:
             try:
                 begin = time.perf_counter()
@@ -545,8 +572,14 @@ class Reviewer(threading.Thread):
                 self.ready.wait()
                 return
             self.ready.wait()
+            if self.pace:  # spread the reviewers' first cycles over one period
+                time.sleep(self.rng.uniform(0, self.pace))
             while time.monotonic() < self.stop_at[0]:
+                began = time.monotonic()
                 self.cycle(client)
+                if self.pace:
+                    wait = self.rng.uniform(0.5, 1.5) * self.pace - (time.monotonic() - began)
+                    time.sleep(max(0.0, min(wait, self.stop_at[0] - time.monotonic())))
 
     def cycle(self, client: Any) -> None:
         begin = time.perf_counter()
@@ -622,13 +655,10 @@ def server_times(access: Path) -> tuple[dict[str, list[float]], Counter[str]]:
     return times, workers
 
 
-def part2(env: dict[str, str], work: Path, args: Any) -> dict[str, Any]:
-    seconds, workers, threads, conn_max_age = (
-        args.seconds,
-        args.workers,
-        args.threads,
-        args.conn_max_age,
-    )
+def part2(
+    env: dict[str, str], work: Path, args: Any, conn_max_age: int, pace: float
+) -> dict[str, Any]:
+    seconds, workers, threads = args.seconds, args.workers, args.threads
     port = free_port()
     server_env = {
         **env,
@@ -636,14 +666,34 @@ def part2(env: dict[str, str], work: Path, args: Any) -> dict[str, Any]:
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_CONN_MAX_AGE": str(conn_max_age),
     }
-    log, access = work / "gunicorn.log", work / "access.log"
-    process = start_gunicorn(server_env, port, workers, threads, log, access)
+    headers: dict[str, str] = {}
+    if args.production:
+        server_env.update(
+            {
+                "DEBUG": "0",
+                "SECRET_KEY": "bench-review-production-secret-key-0123456789abcdefghijklmnop",
+                "SESSION_COOKIE_SECURE": "0",
+                "CSRF_COOKIE_SECURE": "0",
+            }
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=REPO,
+            env=server_env,
+            check=True,
+        )
+        headers = {"X-Forwarded-Proto": "https", "Origin": f"https://127.0.0.1:{port}"}
+    run = f"{conn_max_age}-{pace:g}-{port}"
+    log, access = work / f"gunicorn-{run}.log", work / f"access-{run}.log"
+    process = start_gunicorn(
+        server_env, port, workers, threads, log, access, production=args.production
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         ready = threading.Barrier(REVIEWERS + 1, timeout=300)
         stop_at = [math.inf]
         reviewers = [
-            Reviewer(base, f"reviewer{n:02d}", ready, stop_at, args.keep_alive)
+            Reviewer(base, f"reviewer{n:02d}", ready, stop_at, args.keep_alive, headers, pace)
             for n in range(REVIEWERS)
         ]
         login_start = time.perf_counter()
@@ -743,7 +793,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
-        "--conn-max-age", type=int, default=0, help="DATABASE_CONN_MAX_AGE of gunicorn (0: default)"
+        "--conn-max-age",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="DATABASE_CONN_MAX_AGE of gunicorn (0: default); several values run part 2 for each",
+    )
+    parser.add_argument(
+        "--production", action="store_true", help="gunicorn -c deploy/gunicorn.conf.py, DEBUG=0"
+    )
+    parser.add_argument(
+        "--pace", type=float, default=0.0, help="seconds per cycle of each reviewer (0: no pause)"
     )
     parser.add_argument(
         "--keep-alive", action="store_true", help="reuse each reviewer's HTTP connection"
@@ -806,10 +866,14 @@ def main() -> None:
             big = run_child(__file__, big_env, "--child", "part1", "--reps", str(args.reps))
             print_part1(small, big, args.small_items)
 
-            before = run_child(__file__, big_env, "--child", "check")
-            load = part2(big_env, work, args)
-            after = run_child(__file__, big_env, "--child", "check")
-            print_part2(load, before, after, args)
+            # Flat out for each connection setting, then at the given pace for each.
+            paces = [0.0] + ([args.pace] if args.pace else [])
+            for pace in paces:
+                for conn_max_age in args.conn_max_age:
+                    before = run_child(__file__, big_env, "--child", "check")
+                    load = part2(big_env, work, args, conn_max_age, pace)
+                    after = run_child(__file__, big_env, "--child", "check")
+                    print_part2(load, before, after, args, conn_max_age, pace)
         finally:
             drop_database(small_db)
             drop_database(big_db)
@@ -817,12 +881,19 @@ def main() -> None:
 
 
 def print_part2(
-    load: dict[str, Any], before: dict[str, Any], after: dict[str, Any], args: Any
+    load: dict[str, Any],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    args: Any,
+    conn_max_age: int,
+    pace: float,
 ) -> None:
     wall = load["wall"]
+    mode = "-c deploy/gunicorn.conf.py, DEBUG=0" if args.production else "DEBUG=1"
+    paced = f", each starting a cycle every {pace:g} s on average" if pace else ""
     print(
-        f"\nPart 2: gunicorn -w {args.workers} -k gthread --threads {args.threads} (DEBUG=1, "
-        f"DATABASE_CONN_MAX_AGE={args.conn_max_age}), {REVIEWERS} reviewer threads "
+        f"\nPart 2: gunicorn -w {args.workers} -k gthread --threads {args.threads} ({mode}, "
+        f"DATABASE_CONN_MAX_AGE={conn_max_age}), {REVIEWERS} reviewer threads{paced} "
         f"({'keep-alive' if args.keep_alive else 'a new connection per request'}) for "
         f"{wall:.1f} s (logins before the clock: {load['login_s']:.1f} s; load average before: "
         f"{load['load_average_before']:.1f})"
@@ -834,6 +905,11 @@ def print_part2(
         f"errors {errors}{' ' + json.dumps(load['errors']) if errors else ''}; "
         f"server tracebacks {load['server_tracebacks']}; 'nothing left' pages "
         f"{load['done_pages']}"
+    )
+    submits_per_s = load["submits"] / wall
+    print(
+        f"  reviewers supported at one submit per 30 s each: {submits_per_s * 30:,.0f} "
+        f"({submits_per_s:.1f} submits/s x 30 s)"
     )
     per = load["per_reviewer_submits"]
     print(

@@ -125,9 +125,9 @@ def build(items: int, reviewers: int) -> None:
             """
             INSERT INTO grading_score (public_id, generation_id, reviewer_id, assignment_id,
                 score, comment, flagged, flag_reason, position, rubric_id, seconds_spent,
-                imported, scored_at, updated_at)
+                imported, scored_at, updated_at, purpose)
             SELECT 'b' || g.id || '-' || u.id, g.id, u.id, NULL, (g.id * 7 + u.id) %% 11, '',
-                false, '', (g.id + u.id) %% 2, %s, NULL, false, %s, %s
+                false, '', (g.id + u.id) %% 2, %s, NULL, false, %s, %s, 'regular'
             FROM inference_generation g CROSS JOIN auth_user u
             WHERE u.username = ANY(%s)
             """,

@@ -5,7 +5,14 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from grading import exclusion
-from grading.scores_export import AGGREGATE_COLUMNS, COLUMNS, aggregate_rows, score_rows, scores_for
+from grading.scores_export import (
+    AGGREGATE_COLUMNS,
+    COLUMNS,
+    aggregate_rows,
+    format_score_row,
+    score_rows,
+    scores_for,
+)
 from inference.csv_export_command import CsvExportCommand
 
 
@@ -42,4 +49,6 @@ class Command(CsvExportCommand):
             self.write(options, AGGREGATE_COLUMNS, aggregate_rows(scores), unit="aggregate rows")
         else:
             rows = score_rows(scores, anonymize=options["anonymize_reviewers"])
-            self.write(options, COLUMNS, rows, unit="scores", total=scores.count)
+            self.write(
+                options, COLUMNS, rows, unit="scores", total=scores.count, cells=format_score_row
+            )
