@@ -99,9 +99,7 @@ def campaign_progress(campaign: Campaign) -> CampaignProgress:
         complete=Count("pk", filter=regular & Q(submitted__gte=k + F("extra_reviews"))),
         held=Count("pk", filter=regular & Q(held_for_admin=True)),
         given=Sum("submitted", filter=regular),
-        remaining=Sum(
-            Greatest(k + F("extra_reviews") - F("submitted"), Value(0)), filter=regular
-        ),
+        remaining=Sum(Greatest(k + F("extra_reviews") - F("submitted"), Value(0)), filter=regular),
         extra_units=Count("pk", filter=regular & Q(extra_reviews__gt=0)),
         asked=Sum("extra_reviews", filter=regular),
         checks=Count("pk", filter=~regular),
@@ -126,8 +124,7 @@ def campaign_progress(campaign: Campaign) -> CampaignProgress:
         "units": units,
         "remaining": counts["remaining"] or 0,
         "k": k,
-        "extra_on": review.disagreement_spread is not None
-        and (review.reviewers_max or 0) > k,
+        "extra_on": review.disagreement_spread is not None and (review.reviewers_max or 0) > k,
         "calibration_empty": calibration_empty,
         **reviewers_context(campaign),
     }

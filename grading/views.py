@@ -65,6 +65,7 @@ from .models import (
     ExportKind,
     ExportStatus,
     FlagReason,
+    Purpose,
     ReviewSettings,
     Rubric,
     Score,
@@ -158,9 +159,21 @@ def review_next(request: HtmxHttpRequest) -> HttpResponse:
 def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     """The scoring page; POST submits (or skips) and moves on to the next item."""
     held = _own_assignment(request, public_id)
+    calibration = held.unit.purpose == Purpose.CALIBRATION
+    if calibration and held.status == AssignmentStatus.SUBMITTED:
+        # A calibration item, once scored, shows how the scores compare; it is not edited.
+        return _calibration_page(request, held)
     error = ""
     if request.method == "POST":
         if "skip" in request.POST and held.status == AssignmentStatus.RESERVED:
+            if calibration:
+                error = _("Calibration items cannot be skipped: score them to go on.")
+                return render_page(
+                    request,
+                    "grading/review.html",
+                    _sheet_context(request, held, error),
+                    fragments={"work"},
+                )
             assignment.skip(held)
             return _next_page(request)
         scores = blind_sheet.read_form(request.POST, held)
@@ -177,10 +190,25 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         except assignment.ScoreError as problem:
             error = str(problem)
         else:
+            if calibration:
+                here = reverse("review-assignment", kwargs={"public_id": held.public_id})
+                if not request.htmx:
+                    return redirect(here)
+                held.refresh_from_db()
+                return push_url(_calibration_page(request, held), here)
             return _next_page(request)
     return render_page(
         request, "grading/review.html", _sheet_context(request, held, error), fragments={"work"}
     )
+
+
+def _calibration_page(request: HtmxHttpRequest, held: Assignment) -> HttpResponse:
+    """A submitted calibration item: the reviewer's scores next to the expected ranges."""
+    context = {
+        "feedback": blind_sheet.calibration_feedback(held),
+        "progress": progress.reviewer_progress(request.user, held.unit.campaign_id),
+    }
+    return render_page(request, "grading/review_calibration.html", context, fragments={"work"})
 
 
 def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> dict[str, object]:
