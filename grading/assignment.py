@@ -254,17 +254,26 @@ def _sync_marked_units(campaign: Campaign, review: ReviewSettings) -> int:
 
 
 def release_expired() -> int:
-    """Drop reservations nobody finished in time, freeing their place for someone else."""
+    """Drop reservations nobody finished in time, freeing their place for someone else.
+
+    One short transaction per reservation, outside any other: it locks the assignment, then its
+    unit, the order `submit` takes them in, so neither can wait on the other in a cycle; and a
+    reservation submitted or released meanwhile is left alone (its place counted once).
+    """
     now = timezone.now()
     expired = list(
-        Assignment.objects.reserved().filter(expires_at__lt=now).values_list("pk", "unit_id")
+        Assignment.objects.reserved()
+        .filter(expires_at__lt=now)
+        .order_by("unit_id", "pk")
+        .values_list("pk", "unit_id")
     )
-    if not expired:
-        return 0
-    Assignment.objects.reserved().filter(pk__in=[pk for pk, _ in expired]).delete()
-    for unit_id, count in Counter(unit for _, unit in expired).items():
-        ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - count)
-    return len(expired)
+    released = 0
+    for pk, unit_id in expired:
+        with transaction.atomic():
+            if Assignment.objects.reserved().filter(pk=pk, expires_at__lt=now).delete()[0]:
+                ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - 1)
+                released += 1
+    return released
 
 
 def end_grading(campaign: Campaign) -> int:
@@ -386,22 +395,24 @@ def available_count(reviewer: Any) -> int:
     per_campaign = dict(
         regular.values_list("campaign_id").annotate(n=Count("pk")).values_list("campaign_id", "n")
     )
-    if left.checked:
-        for unit in regular.filter(item_id__in={key[1] for key in left.checked}):
-            if _key(unit) in left.checked:
-                per_campaign[unit.campaign_id] -= 1
+    # An item counts once, whichever of its units the reviewer may get: so the number goes down
+    # by one after any unit, gold or not (taking one unit of an item rules out the other).
+    items = {u.item_id for u in left.special} | {key[1] for key in left.checked}
+    open_keys = {_key(u) for u in regular.filter(item_id__in=items)} if items else set()
+    for key in open_keys & left.checked:
+        per_campaign[key[0]] -= 1
     calibrating = set(
         ReviewSettings.objects.filter(campaign_id__in=allowed, calibration=True).values_list(
             "campaign_id", flat=True
         )
     )
-    special = sum(
-        1
+    special = {
+        _key(unit)
         for unit in left.special
         if (unit.purpose == Purpose.GOLD and per_campaign.get(unit.campaign_id, 0) > 0)
         or (unit.purpose == Purpose.CALIBRATION and unit.campaign_id in calibrating)
-    )
-    return sum(per_campaign.values()) + special
+    }
+    return sum(per_campaign.values()) + len(special - open_keys)
 
 
 def _answers(unit: ReviewUnit) -> list[str]:
@@ -453,9 +464,9 @@ def _pick(
 
 def next_assignment(reviewer: Any, campaign: Campaign | None = None) -> Assignment | None:
     """The reviewer's current reservation, or a newly reserved unit; None when nothing is left."""
+    release_expired()
     now = timezone.now()
     with transaction.atomic():
-        release_expired()
         current = (
             Assignment.objects.reserved()
             .filter(reviewer=reviewer, expires_at__gte=now)
@@ -590,6 +601,9 @@ def submit(
         ).update(status=AssignmentStatus.SUBMITTED, finished_at=now)
         if not moved:
             return False
+        # Lock the campaign's review settings before the unit, as next_assignment does: taken
+        # the other way round, a submit and a pick could each wait for the other.
+        ReviewSettings.objects.scores_changed([unit.campaign_id])
         per_answer = seconds_spent / len(assignment.order) if seconds_spent else None
         Score.objects.bulk_create(
             [
@@ -613,7 +627,6 @@ def submit(
         ReviewUnit.objects.filter(pk=unit.pk).update(submitted=F("submitted") + 1)
         if unit.purpose == Purpose.REGULAR:
             _ask_extra_reviews(unit)
-        ReviewSettings.objects.scores_changed([unit.campaign_id])
     return True
 
 

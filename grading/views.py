@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -329,13 +331,26 @@ def review_exclusion(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: items held back because an answer names a model; release them to reviewers."""
     campaign = get_object_or_404(Campaign, public_id=public_id)
-    held = campaign.review_units.filter(held_for_admin=True).select_related("item__task_type")
+    held = campaign.review_units.filter(
+        held_for_admin=True, purpose=Purpose.REGULAR
+    ).select_related("item__task_type")
     if request.method == "POST":
         unit_id = request.POST.get("unit", "")
         if "release_all" in request.POST:
             chosen = held
         else:
             chosen = held.filter(pk=int(unit_id)) if unit_id.isdigit() else held.none()
+        # Gold and calibration units show the same answers: they are released with the item.
+        same = [
+            Q(item_id=item_id, sample=sample, generation_id=generation_id)
+            for item_id, sample, generation_id in chosen.values_list(
+                "item_id", "sample", "generation_id"
+            )
+        ]
+        if same:
+            campaign.review_units.filter(held_for_admin=True).exclude(
+                purpose=Purpose.REGULAR
+            ).filter(reduce(operator.or_, same)).update(held_for_admin=False)
         released = chosen.update(held_for_admin=False)
         messages.success(request, f"Released {released} item(s) to reviewers, names masked.")
         return redirect("held-items", public_id=campaign.public_id)
