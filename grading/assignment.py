@@ -351,8 +351,14 @@ class _Left:
 
 def _special_left(reviewer: Any, allowed: list[int]) -> _Left:
     """Two queries whatever the size of the campaigns: gold and calibration units are few."""
+    # Found through the marks (few) and the units' item index, not by scanning every unit.
+    marked_items = GoldAnswer.objects.filter(generation__campaign_id__in=allowed).values(
+        "generation__item_id"
+    )
     special = list(
-        ReviewUnit.objects.filter(campaign_id__in=allowed, held_for_admin=False)
+        ReviewUnit.objects.filter(
+            campaign_id__in=allowed, item_id__in=marked_items, held_for_admin=False
+        )
         .exclude(purpose=Purpose.REGULAR)
         .filter(marked())
         .exclude(assignments__reviewer=reviewer)
