@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.urls import reverse
 
 from grading import assignment as queue
 from grading.models import (
@@ -23,6 +24,7 @@ from grading.models import (
 )
 from inference.models import Campaign, Generation
 from tests import builders
+from tests.conftest import logged_in
 from tests.grading.test_assignment import full_scores, make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -374,3 +376,26 @@ def test_the_number_waiting_moves_the_same_after_a_gold_unit_as_after_a_regular_
         queue.submit(held, full_scores(held))
         before = queue.available_count(alice)
     assert steps.get("gold") == steps.get("regular") == {1}
+
+
+def test_a_held_items_gold_unit_waits_with_it_and_is_released_with_it(admin: User) -> None:
+    campaign = make_campaign(items=3, k=1)
+    ReviewUnit.objects.all().delete()
+    configure(campaign, identity_leaks="hold", gold_rate=1.0)
+    Generation.objects.filter(item__external_id="i0", endpoint__slug="m1").update(
+        identity_leaks=["DeepSeek"]
+    )
+    mark(campaign, "i0")
+    queue.sync_units(campaign)
+    assert ReviewUnit.objects.get(purpose=Purpose.GOLD).held_for_admin
+    alice = builders.reviewer("alice")
+    assert all(u.purpose == Purpose.REGULAR for u in work_through(alice))
+    # The admin page lists the item once, and releasing it releases its gold unit too.
+    regular = ReviewUnit.objects.get(purpose=Purpose.REGULAR, item__external_id="i0")
+    client = logged_in(admin)
+    url = reverse("held-items", args=[campaign.public_id])
+    assert client.get(url).context["total"] == 1
+    client.post(url, {"unit": str(regular.pk)})
+    assert not ReviewUnit.objects.filter(held_for_admin=True).exists()
+    held = queue.next_assignment(builders.reviewer("bob"))
+    assert held is not None and held.unit.purpose == Purpose.GOLD
