@@ -399,3 +399,28 @@ def test_a_held_items_gold_unit_waits_with_it_and_is_released_with_it(admin: Use
     assert not ReviewUnit.objects.filter(held_for_admin=True).exists()
     held = queue.next_assignment(builders.reviewer("bob"))
     assert held is not None and held.unit.purpose == Purpose.GOLD
+
+
+def queries_of_a_pick_and_submit(items: int, name: str) -> tuple[int, int]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    campaign = make_campaign(items=items, k=2)
+    configure(campaign, gold_rate=0.0, disagreement_spread=1, reviewers_max=3)
+    for n in range(0, items, 3):
+        mark(campaign, f"i{n}")
+    queue.sync_units(campaign)
+    first, second = builders.reviewer(f"{name}-a"), builders.reviewer(f"{name}-b")
+    while (mine := queue.next_assignment(first, campaign)) is not None:
+        queue.submit(mine, full_scores(mine, 0))  # every regular unit has its first review
+    with CaptureQueriesContext(connection) as picked:
+        held = queue.next_assignment(second, campaign)
+    assert held is not None
+    with CaptureQueriesContext(connection) as submitted:
+        queue.submit(held, full_scores(held, 10))  # the k-th review, spread 10: asks for more
+    assert ReviewUnit.objects.get(pk=held.unit_id).extra_reviews == 1
+    return len(picked), len(submitted)
+
+
+def test_picking_and_submitting_take_as_many_queries_whatever_the_number_of_units() -> None:
+    assert queries_of_a_pick_and_submit(6, "small") == queries_of_a_pick_and_submit(60, "big")
