@@ -10,10 +10,10 @@ from typing import Any, TypedDict
 from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Greatest
 
-from inference.models import Campaign
+from inference.models import Campaign, GenerationStatus
 
 from . import assignment, exclusion
-from .models import Assignment, Purpose, ReviewUnit, Score
+from .models import Assignment, GoldAnswer, Purpose, ReviewUnit, Score
 
 
 def reviewer_progress(reviewer: Any, campaign_id: int) -> dict[str, int]:
@@ -115,9 +115,12 @@ def campaign_progress(campaign: Campaign) -> CampaignProgress:
     )
     calibration_empty = (
         review.calibration
-        and not campaign.review_units.filter(purpose=Purpose.CALIBRATION)
-        .filter(assignment.marked())
-        .exists()
+        and not GoldAnswer.objects.filter(
+            purpose=Purpose.CALIBRATION,
+            generation__campaign=campaign,
+            generation__status=GenerationStatus.SUCCEEDED,
+            generation__placeholder=False,
+        ).exists()
     )
     return {
         "campaign": campaign,
