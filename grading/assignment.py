@@ -15,29 +15,59 @@ tell apart. The placeholders `import_scores` creates for answers scored elsewher
 (`Generation.placeholder`) and never become units, in their own campaigns or in a live one.
 The rule rests on the answer, not its source or campaign, because both importers mark answers
 `source = imported` and `import_scores` may add placeholders to a campaign that is reviewed.
+
+Reviewer quality (DESIGN §11). Answers an admin scored in advance (`GoldAnswer`) get units of
+their own, beside the regular ones: one per campaign × item × sample holding all of the item's
+answers, exactly as the regular unit shows them (side-by-side layout), or one for the marked
+answer (single layout). Such a unit has no holders cap: every reviewer may see it once. Its
+`purpose` (gold or calibration) is copied onto the scores given on it, which keeps them out of
+every figure (`Score.objects.counted`) and out of `export_scores` (see `grading.scores_export`).
+
+- Gold units are mixed in unmarked: when a reviewer is handed a regular unit of a campaign, a
+  random draw at the campaign's `gold_rate` hands them one of its gold units instead, if any is
+  left for them. So gold only comes while they still have regular work there, and where it comes
+  cannot be predicted.
+- Calibration: while a campaign has `calibration` on, a reviewer who has calibration units of it
+  left gets those, and nothing else of that campaign, first. A campaign without calibration
+  answers blocks no one.
+- A reviewer is never given two units of one item and sample (a gold or calibration unit and the
+  regular one: a reviewer scores an answer once, `one_score_per_reviewer`).
+- Removing a mark: `sync_units` deletes the unit if nobody was ever given it; a unit someone was
+  given is kept, with its assignments and scores (still gold or calibration, still uncounted),
+  and is simply no longer served. Marking the answer again serves the same unit again.
+
+Extra reviews on disagreement: when a regular unit reaches `reviewers_per_output` submitted
+reviews and the scores of one of its answers spread (max − min) by at least the campaign's
+`disagreement_spread`, the submit that brought it there sets `extra_reviews` so the unit is
+offered to `reviewers_max` reviewers in all. It is decided once, in that transaction (later
+edits of the scores do not change it); the queue's cap is `reviewers_per_output +
+extra_reviews`. `tests/benchmarks/bench_extra_reviews.py` measures what it buys.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 
-from inference.models import Campaign, CampaignStatus, Generation
+from inference.models import Campaign, CampaignStatus, Generation, GenerationStatus
 
 from . import judge_order
 from .blind_sheet import label as answer_label
 from .models import (
     Assignment,
     AssignmentStatus,
+    GoldAnswer,
     IdentityLeakPolicy,
     Layout,
+    Purpose,
     ReviewSettings,
     ReviewUnit,
 )
@@ -78,6 +108,7 @@ def sync_units(campaign: Campaign) -> int:
     """
     review, _ = ReviewSettings.objects.get_or_create(campaign=campaign)
     created = _create_units(campaign, review)
+    created += _sync_marked_units(campaign, review)
     judge_order.refresh(campaign, review)
     return created
 
@@ -90,7 +121,7 @@ def _create_units(campaign: Campaign, review: ReviewSettings) -> int:
     if review.layout == Layout.SINGLE:
         return _sync_single_units(campaign, review, busy)
     existing = set(
-        campaign.review_units.filter(generation__isnull=True)
+        campaign.review_units.filter(generation__isnull=True, purpose=Purpose.REGULAR)
         .order_by()
         .values_list("item_id", "sample")
     )
@@ -122,7 +153,7 @@ def _sync_single_units(
 ) -> int:
     """Single-response layout: one unit per succeeded answer."""
     existing = set(
-        campaign.review_units.filter(generation__isnull=False).values_list(
+        campaign.review_units.filter(generation__isnull=False, purpose=Purpose.REGULAR).values_list(
             "generation_id", flat=True
         )
     )
@@ -148,18 +179,120 @@ def _sync_single_units(
     return len(new)
 
 
+def marked() -> Q:
+    """A gold or calibration unit whose answers still carry a mark of the unit's purpose (on a
+    reviewable answer): the whole item's, for a side-by-side unit; its own, for a single one."""
+    reviewable = {
+        "generation__status": GenerationStatus.SUCCEEDED,
+        "generation__placeholder": False,
+    }
+    of_item = GoldAnswer.objects.filter(
+        purpose=OuterRef("purpose"),
+        generation__campaign_id=OuterRef("campaign_id"),
+        generation__item_id=OuterRef("item_id"),
+        generation__sample=OuterRef("sample"),
+        **reviewable,
+    )
+    of_answer = GoldAnswer.objects.filter(
+        purpose=OuterRef("purpose"), generation_id=OuterRef("generation_id"), **reviewable
+    )
+    return (Q(generation__isnull=True) & Q(Exists(of_item))) | (
+        Q(generation__isnull=False) & Q(Exists(of_answer))
+    )
+
+
+def _sync_marked_units(campaign: Campaign, review: ReviewSettings) -> int:
+    """Gold and calibration units for the campaign's marked answers (see the module docstring);
+    units whose mark is gone are deleted when nobody was ever given them."""
+    busy = set(campaign.generations.in_flight().order_by().values_list("item_id", "sample"))
+    marks = list(
+        GoldAnswer.objects.filter(
+            generation__campaign=campaign,
+            generation__status=GenerationStatus.SUCCEEDED,
+            generation__placeholder=False,
+        )
+        .order_by()
+        .values_list("generation_id", "generation__item_id", "generation__sample", "purpose")
+    )
+    hold = review.identity_leaks == IdentityLeakPolicy.HOLD
+    leaking: set[tuple[int | None, int, int]] = set()
+    if hold:
+        for pk, item_id, sample in (
+            campaign.generations.succeeded()
+            .exclude(identity_leaks=[])
+            .order_by()
+            .values_list("pk", "item_id", "sample")
+        ):
+            leaking.update({(pk, item_id, sample), (None, item_id, sample)})
+    single = review.layout == Layout.SINGLE
+    of_answer = {(generation_id, purpose) for generation_id, _, _, purpose in marks}
+    of_item = {(item_id, sample, purpose) for _, item_id, sample, purpose in marks}
+    # The campaign's gold and calibration units are few: compare them with the marks here
+    # (an EXISTS per unit cost PostgreSQL 0.3 s at 50,000 units).
+    special = list(
+        campaign.review_units.exclude(purpose=Purpose.REGULAR)
+        .order_by()
+        .values_list("pk", "generation_id", "item_id", "sample", "purpose")
+    )
+    existing = {
+        (generation_id, item_id, sample, purpose)
+        for _, generation_id, item_id, sample, purpose in special
+        if (generation_id is not None) == single
+    }
+    wanted = {
+        (generation_id if single else None, item_id, sample, purpose)
+        for generation_id, item_id, sample, purpose in marks
+        if (item_id, sample) not in busy
+    }
+    new = [
+        ReviewUnit(
+            campaign=campaign,
+            item_id=item_id,
+            sample=sample,
+            generation_id=generation_id,
+            purpose=purpose,
+            shuffle_key=_random.randrange(2**31),
+            held_for_admin=(generation_id, item_id, sample) in leaking,
+        )
+        for generation_id, item_id, sample, purpose in sorted(
+            wanted - existing, key=lambda key: (key[1], key[2], key[0] or 0, key[3])
+        )
+    ]
+    ReviewUnit.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+    unmarked = [
+        pk
+        for pk, generation_id, item_id, sample, purpose in special
+        if (generation_id, purpose) not in of_answer
+        and (generation_id is not None or (item_id, sample, purpose) not in of_item)
+    ]
+    if unmarked:
+        ReviewUnit.objects.filter(pk__in=unmarked).exclude(
+            Exists(Assignment.objects.filter(unit=OuterRef("pk")))
+        ).delete()
+    return len(new)
+
+
 def release_expired() -> int:
-    """Drop reservations nobody finished in time, freeing their place for someone else."""
+    """Drop reservations nobody finished in time, freeing their place for someone else.
+
+    One short transaction per reservation, outside any other: it locks the assignment, then its
+    unit, the order `submit` takes them in, so neither can wait on the other in a cycle; and a
+    reservation submitted or released meanwhile is left alone (its place counted once).
+    """
     now = timezone.now()
     expired = list(
-        Assignment.objects.reserved().filter(expires_at__lt=now).values_list("pk", "unit_id")
+        Assignment.objects.reserved()
+        .filter(expires_at__lt=now)
+        .order_by("unit_id", "pk")
+        .values_list("pk", "unit_id")
     )
-    if not expired:
-        return 0
-    Assignment.objects.reserved().filter(pk__in=[pk for pk, _ in expired]).delete()
-    for unit_id, count in Counter(unit for _, unit in expired).items():
-        ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - count)
-    return len(expired)
+    released = 0
+    for pk, unit_id in expired:
+        with transaction.atomic():
+            if Assignment.objects.reserved().filter(pk=pk, expires_at__lt=now).delete()[0]:
+                ReviewUnit.objects.filter(pk=unit_id).update(holders=F("holders") - 1)
+                released += 1
+    return released
 
 
 def end_grading(campaign: Campaign) -> int:
@@ -202,17 +335,109 @@ def _review_closed(assignment: Assignment) -> bool:
     ).exists()
 
 
-def available_count(reviewer: Any) -> int:
-    """Units this reviewer could still be given."""
+Key = tuple[int, int, int, int | None]
+"""What a reviewer may be given once: (campaign, item, sample, answer of a single-layout unit)."""
+
+
+def _key(unit: ReviewUnit) -> Key:
+    return (unit.campaign_id, unit.item_id, unit.sample, unit.generation_id)
+
+
+def _open_regular(reviewer: Any, allowed: list[int]) -> Any:
+    """Regular units of these campaigns with a place left that the reviewer never had, least
+    reviewed first (the queue order)."""
     return (
         ReviewUnit.objects.filter(
-            campaign_id__in=campaigns_for(reviewer),
+            campaign_id__in=allowed,
             held_for_admin=False,
-            holders__lt=F("campaign__review__reviewers_per_output"),
+            purpose=Purpose.REGULAR,
+            holders__lt=F("campaign__review__reviewers_per_output") + F("extra_reviews"),
         )
         .exclude(assignments__reviewer=reviewer)
-        .count()
+        .order_by("submitted", "holders", "judge_rank", "shuffle_key")
     )
+
+
+@dataclass(frozen=True)
+class _Left:
+    """What of the gold and calibration work a reviewer can still be given."""
+
+    special: list[ReviewUnit]
+    """Gold and calibration units still marked that the reviewer never had and may have."""
+    checked: set[Key]
+    """Items the reviewer had as gold or calibration units: never theirs as regular units."""
+
+
+def _special_left(reviewer: Any, allowed: list[int]) -> _Left:
+    """Two queries whatever the size of the campaigns: gold and calibration units are few."""
+    # Found through the marks (few) and the units' item index, not by scanning every unit.
+    marked_items = GoldAnswer.objects.filter(generation__campaign_id__in=allowed).values(
+        "generation__item_id"
+    )
+    special = list(
+        ReviewUnit.objects.filter(
+            campaign_id__in=allowed, item_id__in=marked_items, held_for_admin=False
+        )
+        .exclude(purpose=Purpose.REGULAR)
+        .filter(marked())
+        .exclude(assignments__reviewer=reviewer)
+        .order_by("pk")
+    )
+    had = (
+        Assignment.objects.filter(reviewer=reviewer, unit__campaign_id__in=allowed)
+        .filter(
+            ~Q(unit__purpose=Purpose.REGULAR) | Q(unit__item_id__in={u.item_id for u in special})
+        )
+        .values_list(
+            "unit__campaign_id",
+            "unit__item_id",
+            "unit__sample",
+            "unit__generation_id",
+            "unit__purpose",
+        )
+    )
+    taken: set[Key] = set()
+    checked: set[Key] = set()
+    for campaign_id, item_id, sample, generation_id, purpose in had:
+        key = (campaign_id, item_id, sample, generation_id)
+        taken.add(key)
+        if purpose != Purpose.REGULAR:
+            checked.add(key)
+    return _Left([u for u in special if _key(u) not in taken], checked)
+
+
+def available_count(reviewer: Any) -> int:
+    """Units this reviewer could still be given: regular units with a place left, and, in the
+    campaigns where they have some, the gold units they have not seen (they come mixed in with
+    those), and calibration units where calibration is on.
+
+    Gold units count like any other, so that the number waiting moves the same way whether the
+    reviewer was given a gold unit or a regular one.
+    """
+    allowed = campaigns_for(reviewer)
+    left = _special_left(reviewer, allowed)
+    regular = _open_regular(reviewer, allowed).order_by()
+    per_campaign = dict(
+        regular.values_list("campaign_id").annotate(n=Count("pk")).values_list("campaign_id", "n")
+    )
+    # An item counts once, whichever of its units the reviewer may get: so the number goes down
+    # by one after any unit, gold or not (taking one unit of an item rules out the other).
+    items = {u.item_id for u in left.special} | {key[1] for key in left.checked}
+    open_keys = {_key(u) for u in regular.filter(item_id__in=items)} if items else set()
+    for key in open_keys & left.checked:
+        per_campaign[key[0]] -= 1
+    calibrating = set(
+        ReviewSettings.objects.filter(campaign_id__in=allowed, calibration=True).values_list(
+            "campaign_id", flat=True
+        )
+    )
+    special = {
+        _key(unit)
+        for unit in left.special
+        if (unit.purpose == Purpose.GOLD and per_campaign.get(unit.campaign_id, 0) > 0)
+        or (unit.purpose == Purpose.CALIBRATION and unit.campaign_id in calibrating)
+    }
+    return sum(per_campaign.values()) + len(special - open_keys)
 
 
 def _answers(unit: ReviewUnit) -> list[str]:
@@ -227,11 +452,46 @@ def _answers(unit: ReviewUnit) -> list[str]:
     )
 
 
+def _pick(
+    reviewer: Any, allowed: list[int], settings_rows: list[tuple[int, bool, float]]
+) -> ReviewUnit | None:
+    """The unit to give: calibration first, then regular work with gold mixed in."""
+    calibrating = {pk for pk, calibration, _ in settings_rows if calibration}
+    gold_rate = {pk: rate for pk, _, rate in settings_rows}
+    left = _special_left(reviewer, allowed)
+    calibration = [
+        u for u in left.special if u.purpose == Purpose.CALIBRATION and u.campaign_id in calibrating
+    ]
+    if calibration:
+        return _random.choice(calibration)
+    # At most len(checked) open units can be items the reviewer had as gold or calibration
+    # units, so one more row is enough to find a unit they may have, if there is one.
+    regular = next(
+        (
+            unit
+            for unit in _open_regular(reviewer, allowed)[: len(left.checked) + 1]
+            if _key(unit) not in left.checked
+        ),
+        None,
+    )
+    if regular is None:
+        return None
+    gold = [
+        u
+        for u in left.special
+        if u.purpose == Purpose.GOLD and u.campaign_id == regular.campaign_id
+    ]
+    if gold and _random.random() < gold_rate.get(regular.campaign_id, 0.0):
+        fewest = min(u.submitted for u in gold)
+        return _random.choice([u for u in gold if u.submitted == fewest])
+    return regular
+
+
 def next_assignment(reviewer: Any, campaign: Campaign | None = None) -> Assignment | None:
     """The reviewer's current reservation, or a newly reserved unit; None when nothing is left."""
+    release_expired()
     now = timezone.now()
     with transaction.atomic():
-        release_expired()
         current = (
             Assignment.objects.reserved()
             .filter(reviewer=reviewer, expires_at__gte=now)
@@ -246,25 +506,16 @@ def next_assignment(reviewer: Any, campaign: Campaign | None = None) -> Assignme
         allowed = campaigns_for(reviewer)
         if campaign is not None:
             allowed = [pk for pk in allowed if pk == campaign.pk]
-        candidates = (
-            ReviewUnit.objects.filter(
-                campaign_id__in=allowed,
-                held_for_admin=False,
-                holders__lt=F("campaign__review__reviewers_per_output"),
-            )
-            .exclude(assignments__reviewer=reviewer)
-            .order_by("submitted", "holders", "judge_rank", "shuffle_key")
-        )
         # One reviewer at a time picks from a campaign: lock its review settings (in pk order,
-        # so two reviewers of overlapping campaigns cannot deadlock). The pick is a couple of
-        # indexed queries, so the wait is short; SQLite serialises writers the same way.
-        list(
+        # so two reviewers of overlapping campaigns cannot deadlock). The pick is a few indexed
+        # queries, so the wait is short; SQLite serialises writers the same way.
+        settings_rows = list(
             ReviewSettings.objects.select_for_update()
             .filter(campaign_id__in=allowed)
             .order_by("pk")
-            .values_list("pk", flat=True)
+            .values_list("campaign_id", "calibration", "gold_rate")
         )
-        unit = candidates.first()
+        unit = _pick(reviewer, allowed, settings_rows)
         if unit is None:
             return None
         order = _answers(unit)
@@ -365,6 +616,7 @@ def submit(
             raise ScoreError(f"unknown flag reason {reason!r}")
     now = timezone.now()
     rubric = Rubric.objects.current()
+    unit = ReviewUnit.objects.only("pk", "campaign_id", "purpose").get(pk=assignment.unit_id)
     generations = dict(
         Generation.objects.filter(public_id__in=assignment.order).values_list("public_id", "pk")
     )
@@ -374,6 +626,9 @@ def submit(
         ).update(status=AssignmentStatus.SUBMITTED, finished_at=now)
         if not moved:
             return False
+        # Lock the campaign's review settings before the unit, as next_assignment does: taken
+        # the other way round, a submit and a pick could each wait for the other.
+        ReviewSettings.objects.scores_changed([unit.campaign_id])
         per_answer = seconds_spent / len(assignment.order) if seconds_spent else None
         Score.objects.bulk_create(
             [
@@ -388,14 +643,47 @@ def submit(
                     position=position,
                     rubric=rubric,
                     seconds_spent=per_answer,
+                    purpose=unit.purpose,
                     scored_at=now,
                 )
                 for position, pid in enumerate(assignment.order)
             ]
         )
-        ReviewUnit.objects.filter(pk=assignment.unit_id).update(submitted=F("submitted") + 1)
-        ReviewSettings.objects.scores_changed([assignment.unit.campaign_id])
+        ReviewUnit.objects.filter(pk=unit.pk).update(submitted=F("submitted") + 1)
+        if unit.purpose == Purpose.REGULAR:
+            _ask_extra_reviews(unit)
     return True
+
+
+def _ask_extra_reviews(unit: ReviewUnit) -> None:
+    """In the transaction of a submit: if it brought the unit to `reviewers_per_output` reviews
+    and the scores of one of its answers spread by `disagreement_spread` or more, offer the unit
+    to `reviewers_max` reviewers in all. Decided once: the update of `submitted` just before
+    locks the unit's row, so exactly one submit sees the count reach k."""
+    from .models import Score
+
+    review = ReviewSettings.objects.filter(campaign_id=unit.campaign_id).values_list(
+        "reviewers_per_output", "disagreement_spread", "reviewers_max"
+    )[:1]
+    if not review:
+        return
+    k, spread, most = review[0]
+    if spread is None or most is None or most <= k:
+        return
+    submitted, extra = (
+        ReviewUnit.objects.filter(pk=unit.pk).values_list("submitted", "extra_reviews").get()
+    )
+    if submitted != k or extra:
+        return
+    spreads = (
+        Score.objects.filter(assignment__unit_id=unit.pk, purpose=Purpose.REGULAR)
+        .order_by()
+        .values("generation_id")
+        .annotate(spread=Max("score") - Min("score"))
+        .values_list("spread", flat=True)
+    )
+    if any(value >= spread for value in spreads):
+        ReviewUnit.objects.filter(pk=unit.pk).update(extra_reviews=most - k)
 
 
 def edit(assignment: Assignment, scores: dict[str, dict[str, Any]]) -> None:

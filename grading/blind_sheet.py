@@ -23,6 +23,8 @@ from .markdown import render_markdown, render_plain
 from .models import (
     Assignment,
     AssignmentStatus,
+    GoldAnswer,
+    Purpose,
     ReviewSettings,
     Rubric,
     Score,
@@ -83,6 +85,9 @@ class Sheet:
     answers: tuple[Answer, ...]
     image_ids: tuple[str, ...]
     submitted: bool
+    calibration: bool = False
+    """A calibration item (the reviewer is told, and sees the expected range after submitting).
+    Gold items are not told apart: for them, as for regular items, this is False."""
 
 
 def masked_terms(campaign_id: int) -> list[str]:
@@ -154,7 +159,71 @@ def build_sheet(assignment: Assignment) -> Sheet:
         answers=tuple(answers),
         image_ids=tuple(image.public_id for image in item.ordered_images()),
         submitted=assignment.status == AssignmentStatus.SUBMITTED,
+        calibration=unit.purpose == Purpose.CALIBRATION,
     )
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One answer of a submitted calibration item: the reviewer's score next to the range an
+    admin expected and their note (masked like the answers)."""
+
+    label: str
+    score: int | None
+    low: int | None
+    high: int | None
+    note: str
+
+    @property
+    def inside(self) -> bool:
+        return (
+            self.score is not None
+            and self.low is not None
+            and self.high is not None
+            and self.low <= self.score <= self.high
+        )
+
+    @property
+    def range_label(self) -> str:
+        if self.low is None or self.high is None:
+            return ""
+        return str(self.low) if self.low == self.high else f"{self.low}–{self.high}"
+
+
+@dataclass(frozen=True)
+class CalibrationFeedback:
+    assignment_id: str
+    answers: tuple[Expected, ...]
+
+
+def calibration_feedback(assignment: Assignment) -> CalibrationFeedback:
+    """What a reviewer sees after submitting a calibration item: for every answer shown, in the
+    order shown, their score and, for each calibration answer, the expected range and note."""
+    pks = dict(
+        Generation.objects.filter(public_id__in=assignment.order).values_list("public_id", "pk")
+    )
+    scores = dict(Score.objects.filter(assignment=assignment).values_list("generation_id", "score"))
+    marks = {
+        gold.generation_id: gold
+        for gold in GoldAnswer.objects.filter(
+            generation_id__in=pks.values(), purpose=Purpose.CALIBRATION
+        )
+    }
+    terms = masked_terms(assignment.unit.campaign_id)
+    rows = []
+    for position, public_id in enumerate(assignment.order):
+        pk = pks.get(public_id)
+        mark = marks.get(pk) if pk is not None else None
+        rows.append(
+            Expected(
+                label=label(position),
+                score=scores.get(pk) if pk is not None else None,
+                low=mark.low if mark else None,
+                high=mark.high if mark else None,
+                note=mask_leaks(mark.note, terms)[0] if mark else "",
+            )
+        )
+    return CalibrationFeedback(assignment_id=assignment.public_id, answers=tuple(rows))
 
 
 def read_form(post: Any, assignment: Assignment) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ One row per score, in the columns of `COLUMNS`:
 - `position` is the 0-based position the answer was shown at (0 = "A", 1 = "B", …).
 - `scored_at` is ISO 8601 in UTC with its offset (`2025-03-01T09:30:00.123456+00:00`).
 - `flagged` is `true` / `false`; missing timings and token counts are empty cells, never 0.
+- Only regular scores: those given on gold and calibration items are left out (`scores_for`).
 - Rows are ordered by campaign, task type (the study's order), item, model, sample, reviewer.
 - Cells follow `inference.csv_writing` (the rules of every export): numbers with at most three
   decimals, text neutralised against formula injection.
@@ -31,7 +32,7 @@ from django.db.models import QuerySet
 from inference.csv_writing import row_formatter
 
 from . import stats
-from .models import Score, ScoreQuerySet
+from .models import Purpose, Score, ScoreQuerySet
 
 COLUMNS = (
     "campaign",
@@ -133,8 +134,13 @@ AGGREGATE_COLUMNS = (
 
 
 def scores_for(campaigns: list[str] | None = None) -> ScoreQuerySet:
-    """Every score, or those of the named campaigns, in export order."""
-    scores = Score.objects.order_by(*ORDER)
+    """Every regular score, or those of the named campaigns, in export order.
+
+    Scores given on gold and calibration items (`Score.purpose`) measure the reviewer, not the
+    models: they are left out, so that every figure can still be recomputed from the rows
+    (DESIGN §7) with the §4.2 columns unchanged. Scores of excluded reviewers stay in.
+    """
+    scores = Score.objects.filter(purpose=Purpose.REGULAR).order_by(*ORDER)
     if campaigns:
         scores = scores.filter(generation__campaign__slug__in=campaigns)
     return scores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -66,6 +68,7 @@ from .models import (
     ExportKind,
     ExportStatus,
     FlagReason,
+    Purpose,
     ReviewSettings,
     Rubric,
     Score,
@@ -172,9 +175,21 @@ def review_next(request: HtmxHttpRequest) -> HttpResponse:
 def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     """The scoring page; POST submits (or skips) and moves on to the next item."""
     held = _own_assignment(request, public_id)
+    calibration = held.unit.purpose == Purpose.CALIBRATION
+    if calibration and held.status == AssignmentStatus.SUBMITTED:
+        # A calibration item, once scored, shows how the scores compare; it is not edited.
+        return _calibration_page(request, held)
     error = ""
     if request.method == "POST":
         if "skip" in request.POST and held.status == AssignmentStatus.RESERVED:
+            if calibration:
+                error = _("Calibration items cannot be skipped: score them to go on.")
+                return render_page(
+                    request,
+                    "grading/review.html",
+                    _sheet_context(request, held, error),
+                    fragments={"work"},
+                )
             assignment.skip(held)
             return _next_page(request)
         scores = blind_sheet.read_form(request.POST, held)
@@ -191,10 +206,25 @@ def review_assignment(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         except assignment.ScoreError as problem:
             error = str(problem)
         else:
+            if calibration:
+                here = reverse("review-assignment", kwargs={"public_id": held.public_id})
+                if not request.htmx:
+                    return redirect(here)
+                held.refresh_from_db()
+                return push_url(_calibration_page(request, held), here)
             return _next_page(request)
     return render_page(
         request, "grading/review.html", _sheet_context(request, held, error), fragments={"work"}
     )
+
+
+def _calibration_page(request: HtmxHttpRequest, held: Assignment) -> HttpResponse:
+    """A submitted calibration item: the reviewer's scores next to the expected ranges."""
+    context = {
+        "feedback": blind_sheet.calibration_feedback(held),
+        "progress": progress.reviewer_progress(request.user, held.unit.campaign_id),
+    }
+    return render_page(request, "grading/review_calibration.html", context, fragments={"work"})
 
 
 def _sheet_context(request: HttpRequest, held: Assignment, error: str = "") -> dict[str, object]:
@@ -315,13 +345,26 @@ def review_exclusion(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 def held_items(request: HttpRequest, public_id: str) -> HttpResponse:
     """Admins: items held back because an answer names a model; release them to reviewers."""
     campaign = get_object_or_404(Campaign, public_id=public_id)
-    held = campaign.review_units.filter(held_for_admin=True).select_related("item__task_type")
+    held = campaign.review_units.filter(
+        held_for_admin=True, purpose=Purpose.REGULAR
+    ).select_related("item__task_type")
     if request.method == "POST":
         unit_id = request.POST.get("unit", "")
         if "release_all" in request.POST:
             chosen = held
         else:
             chosen = held.filter(pk=int(unit_id)) if unit_id.isdigit() else held.none()
+        # Gold and calibration units show the same answers: they are released with the item.
+        same = [
+            Q(item_id=item_id, sample=sample, generation_id=generation_id)
+            for item_id, sample, generation_id in chosen.values_list(
+                "item_id", "sample", "generation_id"
+            )
+        ]
+        if same:
+            campaign.review_units.filter(held_for_admin=True).exclude(
+                purpose=Purpose.REGULAR
+            ).filter(reduce(operator.or_, same)).update(held_for_admin=False)
         released = chosen.update(held_for_admin=False)
         messages.success(request, f"Released {released} item(s) to reviewers, names masked.")
         return redirect("held-items", public_id=campaign.public_id)

@@ -60,7 +60,11 @@
     // J next and K previous, as in mail readers, pagers and code review tools.
     else if (key === "ArrowRight" || key === "j" || key === "J") { move(1); }
     else if (key === "ArrowLeft" || key === "k" || key === "K") { move(-1); }
-    else if (key === "Enter") { press("submit"); }
+    else if (key === "Enter") {
+      // After a calibration item, Enter goes on to the next item.
+      var next = document.querySelector("#work [data-continue]");
+      if (next) next.click(); else press("submit");
+    }
     else if (key === "s" || key === "S") { press("skip"); }
     else if (key === "c" || key === "C") {
       var box = current() && current().querySelector("textarea");

@@ -38,6 +38,13 @@ same database (DATABASE_CONN_MAX_AGE of the web server). `--pace S` makes each r
 start a cycle (next, page, submit) every S seconds on average, after the flat-out runs: 20 threads
 at `--pace 3` are 200 reviewers submitting once per 30 s each.
 
+Reviewer-quality checks are on, as a campaign using them would have them: `GOLD_ANSWERS` answers
+(of as many items) are gold, mixed in at `gold_rate` = 0.1, and extra reviews on disagreement
+are on (`disagreement_spread` = 5, `reviewers_max` = 4; scores are random 0–10, so most units
+reaching k = 3 reviews ask for a 4th). The checks allow a regular unit k + its extra reviews,
+and a gold unit one review per reviewer; the printout counts gold units given and extra reviews
+asked.
+
     python tests/benchmarks/bench_review.py [--items 50000] [--seconds 60] [--reps 200]
         [--conn-max-age 0 [600 ...]] [--keep-alive] [--production] [--pace S]
 """
@@ -82,6 +89,9 @@ PASSWORD = "a-long-benchmark-password-42"
 REVIEWERS = 20
 MODELS = 2
 K = 3
+GOLD_ANSWERS = 100
+GOLD_RATE = 0.1
+SPREAD, K_MAX = 5, 4
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ANSWER = (
     "## 解答\n\n这道题考查的是对基本概念的理解。首先,我们需要明确题目中的条件:{n} 个对象"
@@ -136,6 +146,8 @@ def build(items: int) -> dict[str, Any]:
     from grading.models import (
         Assignment,
         AssignmentStatus,
+        GoldAnswer,
+        ReviewSettings,
         ReviewUnit,
         Rubric,
         Score,
@@ -248,6 +260,16 @@ def build(items: int) -> dict[str, Any]:
     ReviewUnit.objects.filter(campaign=campaign).update(holders=K - 1, submitted=K - 1)
     phases["reviews"] = time.perf_counter() - mark
     mark = time.perf_counter()
+    ReviewSettings.objects.filter(campaign=campaign).update(
+        gold_rate=GOLD_RATE, disagreement_spread=SPREAD, reviewers_max=K_MAX
+    )
+    gold_items = rng.sample(sorted(answers), min(GOLD_ANSWERS, len(answers)))
+    GoldAnswer.objects.bulk_create(
+        [GoldAnswer(generation_id=answers[item][0][1], low=4, high=7) for item in gold_items]
+    )
+    gold_units = queue.sync_units(campaign)
+    phases["gold"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
         cursor.execute("SELECT pg_database_size(current_database())")
@@ -258,6 +280,7 @@ def build(items: int) -> dict[str, Any]:
         "generations": Generation.objects.count(),
         "units": ReviewUnit.objects.count(),
         "units_made": units_made,
+        "gold_units": gold_units,
         "assignments": assignments,
         "scores": Score.objects.count(),
         "score_rows_made": scores,
@@ -401,23 +424,46 @@ def check() -> dict[str, Any]:
     setup_django()
     from django.db.models import Count, F, Max, Q
 
-    from grading.models import Assignment, AssignmentStatus, ReviewSettings, ReviewUnit, Score
+    from grading.models import (
+        Assignment,
+        AssignmentStatus,
+        Purpose,
+        ReviewSettings,
+        ReviewUnit,
+        Score,
+    )
 
     live = [AssignmentStatus.RESERVED, AssignmentStatus.SUBMITTED]
     k = ReviewSettings.objects.get().reviewers_per_output
-    units = ReviewUnit.objects.annotate(
+    all_units = ReviewUnit.objects.annotate(
         live=Count("assignments", filter=Q(assignments__status__in=live)),
         done=Count("assignments", filter=Q(assignments__status=AssignmentStatus.SUBMITTED)),
     )
-    per_generation = Score.objects.values("generation").annotate(n=Count("id"))
+    units = all_units.filter(purpose=Purpose.REGULAR)
+    gold = all_units.filter(purpose=Purpose.GOLD)
+    per_generation = (
+        Score.objects.filter(purpose=Purpose.REGULAR).values("generation").annotate(n=Count("id"))
+    )
+    per_reviewer_item = Assignment.objects.values(
+        "reviewer", "unit__item_id", "unit__sample"
+    ).annotate(n=Count("id"))
     submitted = Assignment.objects.filter(status=AssignmentStatus.SUBMITTED)
     return {
         "k": k,
-        "units_over_k": units.filter(live__gt=k).count(),
+        "units_over_k": units.filter(live__gt=k + F("extra_reviews")).count(),
         "max_live": units.aggregate(m=Max("live"))["m"],
-        "holders_mismatch": units.exclude(holders=F("live")).count(),
-        "submitted_mismatch": units.exclude(submitted=F("done")).count(),
-        "generations_over_k": per_generation.filter(n__gt=k).count(),
+        "holders_mismatch": all_units.exclude(holders=F("live")).count(),
+        "submitted_mismatch": all_units.exclude(submitted=F("done")).count(),
+        "generations_over_k": per_generation.filter(n__gt=K_MAX).count(),
+        "items_twice": per_reviewer_item.filter(n__gt=1).count(),
+        "extra_units": units.filter(extra_reviews__gt=0).count(),
+        "gold_given": Assignment.objects.filter(
+            unit__purpose=Purpose.GOLD, status__in=live
+        ).count(),
+        "gold_units": gold.count(),
+        "gold_scores_counted": Score.objects.counted()
+        .filter(assignment__unit__purpose=Purpose.GOLD)
+        .count(),
         "submitted_without_all_scores": submitted.annotate(n=Count("scores"))
         .exclude(n=MODELS)
         .count(),
@@ -428,7 +474,7 @@ def check() -> dict[str, Any]:
         "submitted": submitted.count(),
         "reserved": Assignment.objects.filter(status=AssignmentStatus.RESERVED).count(),
         "skipped": Assignment.objects.filter(status=AssignmentStatus.SKIPPED).count(),
-        "units_full": ReviewUnit.objects.filter(holders__gte=k).count(),
+        "units_full": units.filter(holders__gte=k + F("extra_reviews")).count(),
     }
 
 
@@ -856,7 +902,8 @@ def main() -> None:
                 f"units (sync_units), k = reviewers_per_output = {K}; {built['assignments']:,} "
                 f"submitted assignments ({K - 1} per unit, {REVIEWERS} reviewers) = "
                 f"{built['scores']:,} scores; database {built['db_mb']:.0f} MB; built in "
-                f"{built['seconds']:.1f} s ({phases})"
+                f"{built['seconds']:.1f} s ({phases}); {built['gold_units']} gold units "
+                f"(gold_rate {GOLD_RATE}), extra reviews on (spread >= {SPREAD}, up to {K_MAX})"
             )
             print(
                 f"small database: {small_built['generations']:,} generations, "
@@ -945,14 +992,23 @@ def print_part2(
             errors == 0 and load["server_tracebacks"] == 0,
         ),
         (
-            f"units with more than k={after['k']} live (reserved or submitted) assignments: "
-            f"{after['units_over_k']} (most on one unit: {after['max_live']}; units now full: "
-            f"{after['units_full']:,})",
+            f"regular units with more than k={after['k']} + their extra reviews live (reserved "
+            f"or submitted) assignments: {after['units_over_k']} (most on one unit: "
+            f"{after['max_live']}; units now full: {after['units_full']:,}; units that asked "
+            f"for extra reviews: {after['extra_units'] - before['extra_units']:,} during the run)",
             after["units_over_k"] == 0,
         ),
         (
-            f"generations with more than k scores: {after['generations_over_k']}",
-            after["generations_over_k"] == 0,
+            f"generations with more than reviewers_max={K_MAX} regular scores: "
+            f"{after['generations_over_k']}; reviewers given one item twice: "
+            f"{after['items_twice']}",
+            after["generations_over_k"] == 0 and after["items_twice"] == 0,
+        ),
+        (
+            f"gold units given during the run: {after['gold_given'] - before['gold_given']:,} of "
+            f"{load['submits']:,} submits (gold_rate {GOLD_RATE}, {after['gold_units']} gold "
+            f"units); gold scores counted in results: {after['gold_scores_counted']}",
+            after["gold_scores_counted"] == 0,
         ),
         (
             f"units whose holders differs from their live assignments: "

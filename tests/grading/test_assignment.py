@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -301,3 +302,61 @@ def test_submitting_and_editing_scores_bump_the_campaigns_scores_version() -> No
     assert version() == 1
     queue.edit(held, full_scores(held, 6))
     assert version() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_reviewers_at_once_with_gold_and_extra_review_units() -> None:
+    """20 reviewers work a campaign through at the same time: gold units mixed in at 0.5 and
+    extra reviews asked whenever an answer's first two scores spread by 5 or more (scores are 0
+    or 10 at random, so about half the units ask for them)."""
+    from grading.models import GoldAnswer, Purpose
+
+    campaign = make_campaign(items=8, k=2)
+    ReviewSettings.objects.filter(campaign=campaign).update(
+        gold_rate=0.5, disagreement_spread=5, reviewers_max=4
+    )
+    for answer in Generation.objects.filter(
+        campaign=campaign, endpoint__slug="m0", item__external_id__in=["i0", "i3", "i5"]
+    ):
+        GoldAnswer.objects.create(generation=answer, low=4, high=6)
+    queue.sync_units(campaign)
+    assert ReviewUnit.objects.filter(purpose=Purpose.GOLD).count() == 3
+    reviewers = [builders.reviewer(f"r{n}") for n in range(20)]
+
+    def work(reviewer: User) -> int:
+        rng = random.Random(reviewer.pk)
+        given = 0
+        while (held := queue.next_assignment(reviewer)) is not None:
+            queue.submit(held, {pid: {"score": rng.choice((0, 10))} for pid in held.order})
+            given += 1
+        return given
+
+    first = all_at_once(work, reviewers)
+    # Extra reviews asked by the last submits of the first round may find everyone gone:
+    # a second round takes them, as reviewers coming back later would.
+    all_at_once(work, reviewers)
+    assert sum(first) > 0
+
+    regular = ReviewUnit.objects.filter(purpose=Purpose.REGULAR)
+    assert regular.filter(extra_reviews__gt=0).exists()
+    for unit in ReviewUnit.objects.all():
+        live = Assignment.objects.live().filter(unit=unit).count()
+        assert unit.holders == live == unit.submitted, unit
+        if unit.purpose == Purpose.REGULAR:
+            assert unit.extra_reviews in (0, 2)
+            # Every place filled (no reviewer left without work while one remained), none more.
+            assert unit.submitted == 2 + unit.extra_reviews, unit
+    assigned = list(
+        Assignment.objects.values_list(
+            "reviewer_id", "unit_id", "unit__item_id", "unit__sample", "unit__purpose"
+        )
+    )
+    assert len({(r, unit) for r, unit, *_ in assigned}) == len(assigned)
+    per_item = Counter((r, item, sample) for r, _, item, sample, _ in assigned)
+    assert max(per_item.values()) == 1  # never two units of one item to one person
+    gold_given = [row for row in assigned if row[4] == Purpose.GOLD]
+    assert gold_given  # mixed in
+    for reviewer in reviewers:
+        assert queue.available_count(reviewer) == 0
+    assert not Score.objects.counted().filter(assignment__unit__purpose=Purpose.GOLD).exists()
+    assert Score.objects.filter(purpose=Purpose.GOLD).count() == 2 * len(gold_given)

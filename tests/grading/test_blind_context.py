@@ -19,6 +19,8 @@ from django.template import loader
 from django.urls import reverse
 
 from grading import assignment
+from grading.models import Assignment, GoldAnswer, Purpose, ReviewSettings
+from inference.models import Generation
 from tests.conftest import logged_in
 from tests.grading.test_review_pages import build_study
 
@@ -97,4 +99,45 @@ def test_reviewer_views_give_templates_no_model_instances(
     check("results fragment", client.get(results, headers=results_hx))
     check("results overview", client.get(reverse("results")))
     check("nothing left", client.get(reverse("review-next")))
+    assert not found, "\n".join(found)
+
+
+def test_gold_and_calibration_pages_give_templates_no_model_instances(
+    alice: User, rendered: list[dict[str, Any]]
+) -> None:
+
+    campaign = build_study(items=4)
+    ReviewSettings.objects.filter(campaign=campaign).update(calibration=True, gold_rate=1.0)
+    answers = Generation.objects.filter(campaign=campaign).order_by("item__external_id", "pk")
+    calibration, gold = answers[0], answers[2]  # items q0 and q1
+    GoldAnswer.objects.create(
+        generation=calibration, low=2, high=5, note="why", purpose="calibration"
+    )
+    GoldAnswer.objects.create(generation=gold, low=2, high=5, note="why")
+    assignment.sync_units(campaign)
+    client = logged_in(alice)
+    found: list[str] = []
+    scores = {"score-0": "7", "score-1": "3"}
+
+    def check(name: str, response: Any) -> None:
+        assert response.status_code == 200, name
+        assert rendered, f"{name}: nothing rendered"
+        for context in rendered:
+            for key, value in context.items():
+                found.extend(f"{name}: {where}" for where in model_instances(value, key, set()))
+        rendered.clear()
+
+    held = client.get(reverse("review-next"))["Location"]
+    check("calibration page", client.get(held))
+    check("calibration fragment", client.get(held, headers=HTMX))
+    check("calibration skip refused", client.post(held, {"skip": "1"}, headers=HTMX))
+    check("calibration feedback", client.post(held, scores, headers=HTMX))
+    check("calibration feedback page", client.get(held))
+    gold_held = client.get(reverse("review-next"))["Location"]
+    unit = Assignment.objects.get(public_id=gold_held.rstrip("/").rsplit("/", 1)[-1]).unit
+    assert unit.purpose == Purpose.GOLD
+    check("gold page", client.get(gold_held))
+    check("gold fragment", client.get(gold_held, headers=HTMX))
+    check("gold submit, next item", client.post(gold_held, scores, headers=HTMX))
+    check("my scores", client.get(reverse("my-scores")))
     assert not found, "\n".join(found)
