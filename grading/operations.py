@@ -8,8 +8,11 @@ finding, shown with its error, not a server error of the page that reports it. T
 - the broker: reachable, and how many messages wait in the queue workers read;
 - the work per endpoint: generations and judgements queued and running, against the endpoint's
   `max_concurrency` (the database's view, the one dispatch acts on);
-- the workers: whether one takes a ping through the broker (`grading.worker_ping`), which can
-  take seconds when none does, so the page asks it separately;
+- the workers: whether one holds a live lease on running work (a worker renews its leases every
+  `GENERATION_LEASE_S / 3` while it streams), else whether one takes a ping through the broker
+  (`grading.worker_ping`), which can take seconds when none does, so the page asks it
+  separately. The lease comes first because a busy worker takes a ping only after the messages
+  queued before it: a ping unanswered behind a backlog does not mean no worker is running;
 - gradebench's version (`inference.version`).
 """
 
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count
+from django.db.models import Count, Max
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from inference.models import Generation, GenerationStatus, Judgement, ModelEndpoint
@@ -166,10 +171,38 @@ def status() -> Status:
     )
 
 
+def _live_leases() -> tuple[int, float | None]:
+    """How many generations and judgements a worker holds under a lease that has not expired,
+    and how many seconds ago the freshest was renewed."""
+    now = timezone.now()
+    held, newest = 0, None
+    for model in (Generation, Judgement):
+        found = model.objects.filter(
+            status=GenerationStatus.RUNNING, lease_expires_at__gt=now
+        ).aggregate(n=Count("pk"), newest=Max("lease_expires_at"))
+        held += found["n"]
+        if found["newest"] is not None and (newest is None or found["newest"] > newest):
+            newest = found["newest"]
+    if newest is None:
+        return held, None
+    renewed = newest - timedelta(seconds=settings.GENERATION_LEASE_S)
+    return held, max(0.0, (now - renewed).total_seconds())
+
+
 def check_workers(timeout_s: float | None = None) -> Check:
-    """Does a worker take a ping from the workers' queue within `timeout_s` (default
-    `WORKER_TIMEOUT_S`)?"""
+    """Is a worker at work: does one hold a live lease on running work, or else take a ping
+    from the workers' queue within `timeout_s` (default `WORKER_TIMEOUT_S`)?"""
     timeout_s = WORKER_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        held, renewed_s = _live_leases()
+    except DatabaseError:
+        held, renewed_s = 0, None
+    if held:
+        return Check(
+            True,
+            _("working: %(n)s answers under live leases, the latest renewed %(s)s s ago")
+            % {"n": held, "s": f"{renewed_s:.0f}"},
+        )
     start = time.monotonic()
     try:
         host = worker_ping.worker_responds(

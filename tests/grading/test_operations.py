@@ -5,14 +5,17 @@ it reports on is down."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 from kombu import Connection
 
 from grading import operations
-from inference.models import GenerationStatus, JudgementStatus
+from inference.models import Generation, GenerationStatus, JudgementStatus
 from inference.version import gradebench_version
 from tests import builders
 from tests.conftest import logged_in
@@ -77,6 +80,41 @@ def test_workers_not_answering_are_reported(admin: User, monkeypatch) -> None:
     assert fragment.lstrip().startswith('<tr id="workers"')  # the row alone
     assert "not answering" in fragment and "no worker answered within 0.3 s" in fragment
     assert "<html" not in fragment
+
+
+def test_a_worker_busy_behind_a_backlog_is_working_not_dead(admin: User, monkeypatch) -> None:
+    """A ping waits behind every message queued before it: a worker streaming answers with a
+    backlog would not take it in time. A live lease on running work says it is at work."""
+    monkeypatch.setattr(operations, "WORKER_TIMEOUT_S", 0.3)
+    pinged: list[object] = []
+    monkeypatch.setattr(operations.worker_ping, "worker_responds", lambda **kw: pinged.append(kw))
+    alpha = builders.endpoint("alpha")
+    suite = builders.suite("ops", ["AR", "QA", "MR"])
+    run = builders.campaign("ops", suite, [alpha], status="running")
+    first, second, third = (
+        builders.generation(run, item, alpha, status=status)
+        for item, status in zip(
+            suite.items.order_by("external_id"),
+            [GenerationStatus.RUNNING, GenerationStatus.RUNNING, GenerationStatus.QUEUED],
+            strict=True,
+        )
+    )
+    now = timezone.now()
+    live = now + timedelta(seconds=settings.GENERATION_LEASE_S - 4)  # renewed 4 s ago
+    Generation.objects.filter(pk=first.pk).update(lease_expires_at=live)
+    # An expired lease: its worker is gone (recovery will queue the answer again).
+    Generation.objects.filter(pk=second.pk).update(lease_expires_at=now - timedelta(seconds=1))
+    headers = {"HX-Request": "true", "HX-Target": "workers"}
+
+    fragment = logged_in(admin).get("/operations/", headers=headers).content.decode()
+
+    assert "working: 1 answers under live leases, the latest renewed 4 s ago" in fragment
+    assert "not answering" not in fragment and pinged == []
+
+    Generation.objects.filter(pk=first.pk).update(lease_expires_at=now - timedelta(seconds=1))
+    fragment = logged_in(admin).get("/operations/", headers=headers).content.decode()
+    assert "not answering" in fragment and len(pinged) == 1  # no live lease: ask by ping
+    assert third.lease_expires_at is None  # queued work holds no lease
 
 
 def test_an_unreachable_broker_is_a_finding_not_an_error(admin: User, monkeypatch) -> None:
