@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from typing import Any
 
@@ -17,7 +16,7 @@ from celery.signals import (
 from django.conf import settings
 from django.db import close_old_connections
 
-from . import dispatch, generate, judging
+from . import dispatch, generate, judging, stream_loop
 
 
 @shared_task(name="inference.run_generation", ignore_result=True)
@@ -74,8 +73,8 @@ def _start_sweeper(**_: Any) -> None:
     # beat and serves endpoints added after it started.
     dispatch.start_sweeper()
     # What is loaded by now lives as long as the process: keep it out of the garbage
-    # collector's full passes, whose pauses would stall every stream in flight.
-    gc.freeze()
+    # collector's passes, and make full passes rare: their pauses stall every stream in flight.
+    stream_loop.settle_memory()
 
 
 @worker_shutting_down.connect

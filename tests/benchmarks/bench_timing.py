@@ -73,6 +73,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from inference import stream_loop  # noqa: E402
 from inference.client import (  # noqa: E402
     EndpointConfig,
     ModelError,
@@ -769,9 +770,9 @@ def sweep_main(argv: list[str]) -> None:
             print(f"AIPerf {aiperf.version} from {AIPERF_VENV}", flush=True)
         rows = []
         with simulator_subprocess() as sim, GcPauses() as pauses:
-            # What is loaded by now stays, as in a worker, which freezes it once it is ready
-            # (inference/tasks.py): full collections then skip it.
-            gc.freeze()
+            # What is loaded by now stays, as in a worker once it is ready (inference/tasks.py):
+            # it leaves the collector's passes, which are rarer than gc's defaults.
+            stream_loop.settle_memory()
             sys.setswitchinterval(0.001)  # as a worker does (WORKER_SWITCH_INTERVAL_MS)
             for index, (streams, rate) in enumerate(args.points):
                 requests = args.waves * streams
