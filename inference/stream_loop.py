@@ -28,8 +28,8 @@ T = TypeVar("T")
 # A full pass of the garbage collector stops every thread, this loop's included, and a process
 # streaming 64 answers allocates fast enough for several a minute with gc's defaults (700, 10,
 # 10): each pause is read as lateness by every stream in flight. These make young passes rarer
-# (each still short) and full ones about a hundred times rarer. `bench_timing.py`, 64 x 100,
-# net TTFT p95: 10.0 ms with gc's defaults in the client, 8.5 ms with these.
+# (each still short) and full ones about a hundred times rarer. `bench_timing.py`: a sweep's
+# client process saw 4 full passes of up to 12 ms with gc's defaults, none with these.
 GC_THRESHOLDS = (20_000, 50, 100)
 
 
