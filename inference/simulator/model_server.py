@@ -10,7 +10,9 @@ so a benchmark can tell the client's lateness from the simulator's own. ``GET
 ``id`` is greater than N, oldest first. A record holds ``request`` (the request log's ``id``),
 ``chat_id`` (the ``id`` of every chunk of the response), ``request_id`` (the body's
 ``request_id`` or the ``X-Request-Id`` header, if any), ``model``, ``server``, ``outcome``,
-``arrival_monotonic`` (``time.monotonic()`` when the body had been read: the origin of TTFT),
+``arrival_monotonic`` (``time.monotonic()`` when the bytes that completed the request reached
+the machine, by the kernel's receive stamp where it has one, else when the loop read them: the
+origin of TTFT),
 ``tokens`` (text tokens written) and, in seconds after arrival, ``first_scheduled_s`` /
 ``first_write_s`` and ``last_scheduled_s`` / ``last_write_s`` of the first and last text chunks,
 plus ``chunks``: ``[tokens, scheduled_s, written_s]`` per text chunk. A write has returned once
@@ -203,18 +205,24 @@ class ModelServer:
         raw = await request.read()
         loop = asyncio.get_running_loop()
         handled = loop.time()
-        # When the read that completed the request arrived (`running._StampedHandler`), not
-        # when this handler got the loop; a server started otherwise has only the latter.
+        # When the read that completed the request arrived (`running._StampedHandler`: the
+        # kernel's receive stamp where it has one, else when the loop read it), not when this
+        # handler got the loop; a server started otherwise has only the latter.
         arrival = min(getattr(request.protocol, "read_at", None) or handled, handled)
+        now = time.time()
         entry = self.state.record(
             {
                 "server": self.dialect,
-                "received_at": time.time(),
+                "received_at": now,
+                # Wall-clock time of the arrival: the origin of the scripted timing.
+                "arrived_at": now - (handled - arrival),
                 "model": None,
                 "status": None,
                 "has_authorization": "Authorization" in request.headers,
-                # How long the request waited for its handler after its last byte arrived.
+                # How long the request waited for its handler after its last byte arrived, and
+                # the part of that spent before this loop read it (0 without kernel stamps).
                 "handler_wait_ms": round((handled - arrival) * 1000, 3),
+                "read_wait_ms": round(getattr(request.protocol, "read_wait", 0.0) * 1000, 3),
             }
         )
         try:

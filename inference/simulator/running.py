@@ -10,9 +10,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import socket
+import struct
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
@@ -60,20 +64,85 @@ class RunningSimulator:
         self.runners.clear()
 
 
+# The kernel's receive time of each read (Linux; `socket(7)` SO_TIMESTAMPNS), as a control
+# message beside the data: a request then counts from when its bytes reached this machine, not
+# from when this busy loop got round to reading them.
+# Python names the option on few platforms; Linux's value is 35 but on SPARC and PA-RISC.
+_SO_TIMESTAMPNS = getattr(
+    socket,
+    "SO_TIMESTAMPNS",
+    35 if sys.platform == "linux" and os.uname().machine[:5] not in ("sparc", "paris") else None,
+)
+_STAMP = struct.Struct("@qq")  # struct timespec
+_STAMP_SPACE = socket.CMSG_SPACE(_STAMP.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+class _StampingSocket(socket.socket):
+    """A connected socket whose `recv` also takes the kernel's receive stamp of what it read.
+
+    The event loop's transport reads with `recv`; this class is put on the transport's socket
+    (same layout, so `__class__` can be switched) and keeps the newest stamp, as wall-clock
+    seconds, in `_kernel_stamps` under the socket's file descriptor.
+    """
+
+    __slots__ = ()
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data, ancillary, _, _ = self.recvmsg(bufsize, _STAMP_SPACE, flags)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                seconds, nanoseconds = _STAMP.unpack_from(payload)
+                _kernel_stamps[self.fileno()] = seconds + nanoseconds / 1e9
+        return data
+
+
+_kernel_stamps: dict[int, float] = {}
+
+
+def _stamp_receives(transport: asyncio.BaseTransport) -> int:
+    """Switch `transport`'s socket to `_StampingSocket` and return its file descriptor; -1 where
+    that cannot be done (not Linux, another event loop's transport): reads are then stamped
+    when the loop handles them."""
+    sock = getattr(transport, "_sock", None)  # asyncio's selector transport keeps it there
+    if _SO_TIMESTAMPNS is None or type(sock) is not socket.socket:
+        return -1
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.__class__ = _StampingSocket
+    except (OSError, TypeError):
+        return -1
+    return sock.fileno()
+
+
 class _StampedHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler, noting when each read from the client arrived.
 
-    A request's scripted TTFT counts from the read that completed it (`read_at`), not from when
-    its handler first got the loop: 64 requests arriving together are handled one after another
-    (about half a millisecond each), and the last handler started tens of milliseconds late, a
-    lateness every client measured as its own.
+    A request's scripted TTFT counts from when the read that completed it arrived (`read_at`,
+    loop time), not from when its handler first got the loop: 64 requests arriving together
+    are handled one after another (about half a millisecond each), and the last handler started
+    tens of milliseconds late, a lateness every client measured as its own. Where the kernel
+    stamps receives, `read_at` is the kernel's stamp, so the time a request waited for this
+    loop to read it (while it wrote other streams' chunks) is not charged to the client either;
+    `read_wait` is that wait (seconds).
     """
 
-    __slots__ = ("read_at",)
+    __slots__ = ("_stamped_fd", "read_at", "read_wait")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._stamped_fd = _stamp_receives(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        _kernel_stamps.pop(self._stamped_fd, None)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if data:  # aiohttp calls it with nothing too, to go on parsing what it holds
-            self.read_at = self._loop.time()
+            now = self._loop.time()
+            stamp = _kernel_stamps.pop(self._stamped_fd, None)
+            # The stamp is wall-clock time; the loop's clock is monotonic.
+            wait = max(0.0, time.time() - stamp) if stamp is not None else 0.0
+            self.read_at, self.read_wait = now - wait, wait
         super().data_received(data)
 
 

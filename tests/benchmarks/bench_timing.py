@@ -18,7 +18,8 @@ Errors against the script, per request: TTFT error = measured − scripted (ms);
 for both clients. The simulator records when each chunk was due and when its write returned
 (`GET /_sim/streams`), so each request is also measured against what the simulator really did
 ("net"): net TTFT error = measured TTFT − the first text chunk's write time after the request
-arrived (what is left is the request's trip and the client's own lateness); net decode error
+arrived (its last bytes reached the simulator's machine, by the kernel's receive stamp; what is
+left is the request's trip there and the client's own lateness); net decode error
 = measured / the rate the simulator really wrote at − 1. "sim late" is the simulator's own
 lateness: first write − due (ms, p95) and its written rate against the script (|%|, p95). CPU
 % is the share of one core each process used while our client ran (this process / simulator).
@@ -299,7 +300,7 @@ def with_arrivals(sim: Simulator, samples: list[Sample]) -> list[Sample]:
     for entry in sim.log():
         match = TAG_RE.search(entry.get("prompt") or "")
         if match:
-            arrivals[match.group(1)] = float(entry["received_at"])
+            arrivals[match.group(1)] = float(entry.get("arrived_at") or entry["received_at"])
     return [
         dataclasses.replace(s, send_ms=1000 * (arrivals[s.tag] - s.started_at))
         if s.tag in arrivals
@@ -431,7 +432,8 @@ class Measured:
     first_write_ms: float | None = None  # the first text chunk's write, after arrival
     written_tps: float | None = None  # (tokens − 1) / (last write − first write)
     first_late_ms: float | None = None  # the first text chunk's write − when it was due
-    send_ms: float | None = None  # ours: t0 → the simulator had read the request (wall clocks)
+    send_ms: float | None = None  # ours: t0 → the request reached the simulator (wall clocks)
+    read_wait_ms: float | None = None  # ours: how long it then waited for the simulator's read
 
 
 @dataclass
@@ -539,12 +541,13 @@ def run_ours(sim: Simulator, streams: int, rate: float, requests: int) -> Client
                 )
             )
     run.cpu = cpu.text
-    tags, received = {}, {}
+    tags, received, read_wait = {}, {}, {}
     for entry in _sim_get(sim, "/_sim/requests"):
         match = TAG_RE.search(entry.get("prompt") or "")
         if match:
             tags[match.group(1)] = entry["id"]
-            received[match.group(1)] = float(entry["received_at"])
+            received[match.group(1)] = float(entry.get("arrived_at") or entry["received_at"])
+            read_wait[match.group(1)] = entry.get("read_wait_ms")
     records = {record["request"]: record for record in _sim_get(sim, "/_sim/streams")}
     for outcome in outcomes:
         if isinstance(outcome, str):
@@ -563,6 +566,7 @@ def run_ours(sim: Simulator, streams: int, rate: float, requests: int) -> Client
                     if outcome.tag in received
                     else None
                 ),
+                read_wait_ms=read_wait.get(outcome.tag),
             )
         )
     return run
@@ -834,11 +838,17 @@ def print_sweep(rows: list[tuple[int, float, ClientRun, ClientRun]], pauses: GcP
             f"| {verdict(streams, rate, a, b)} |"
         )
     print(
-        "\nOurs, net TTFT taken apart (ms, median / p95): the request's trip = t0 → the "
-        "simulator has\nread it (its handler ran; requests sent at once queue there), read "
-        "lateness = first text\nchunk's write → our read (the client's own share).\n"
+        "\nOurs, net TTFT taken apart (ms, median / p95): the request's trip = t0 → its last "
+        "bytes reached\nthe simulator (the kernel's receive stamp: our sending and the "
+        "loopback), read lateness =\nfirst text chunk's write → our read (the client's own "
+        "share). Not in net: the simulator's\nread wait = how long the request then waited "
+        "for the simulator's loop to read it (its own\nlateness; its script counts from the "
+        "arrival).\n"
     )
-    print("| streams × tok/s | request trip | read lateness |\n|---|---|---|")
+    print(
+        "| streams × tok/s | request trip | read lateness | simulator's read wait |\n"
+        "|---|---|---|---|"
+    )
     for streams, rate, ours, _ in rows:
         pairs = [
             (m.send_ms, m.ttft_ms - m.first_write_ms - m.send_ms)
@@ -846,7 +856,11 @@ def print_sweep(rows: list[tuple[int, float, ClientRun, ClientRun]], pauses: GcP
             if m.send_ms is not None and m.first_write_ms is not None
         ]
         trip, reading = [p[0] for p in pairs], [p[1] for p in pairs]
-        print(f"| {streams} × {rate:g} | {_signed(trip, '', 1)} | {_signed(reading, '', 1)} |")
+        waits = [m.read_wait_ms for m in ours.samples if m.read_wait_ms is not None]
+        print(
+            f"| {streams} × {rate:g} | {_signed(trip, '', 1)} | {_signed(reading, '', 1)} "
+            f"| {_signed(waits, '', 1)} |"
+        )
     skipped = {run.skipped for *_, ours, theirs in rows for run in (ours, theirs) if run.skipped}
     for reason in sorted(skipped):
         print(f"\nnot run: {reason}")

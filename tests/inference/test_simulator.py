@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import openai
 import pytest
 from django.core.management import CommandError, call_command
 
-from inference.simulator import SimulatorThread, load_profiles, merge_profiles
+from inference.simulator import SimulatorThread, load_profiles, merge_profiles, running
 from inference.simulator.text import count_units, split_units
 
 REPO = Path(__file__).resolve().parents[2]
@@ -979,3 +980,47 @@ def test_the_scripted_ttft_counts_from_the_read_that_completed_the_request(
     assert 0.300 <= record["first_write_s"] < 0.300 + 0.1  # not 0.450: due from arrival
     first_text = result.text_times()[0] - result.t0
     assert 0.300 <= first_text < 0.300 + 0.1
+
+
+@pytest.mark.skipif(running._SO_TIMESTAMPNS is None, reason="no kernel receive stamps here")
+def test_the_scripted_ttft_counts_from_when_the_request_reached_the_machine(
+    simulator: SimulatorThread, http: httpx.Client
+) -> None:
+    """A request that arrives while the simulator's loop is busy waits in the kernel until the
+    loop reads it: the script runs from the kernel's receive stamp, so that wait is the
+    simulator's, logged as `read_wait_ms`, and not part of the client's TTFT."""
+    root = simulator.base_url(ERNIE_SMALL).removesuffix("/v1")
+    before = http.get(root + "/_sim/streams").json()["data"]
+    since = before[-1]["id"] if before else 0
+    loop = simulator._loop
+    assert loop is not None
+    busy = threading.Event()
+
+    def hold_the_loop() -> None:
+        busy.set()
+        time.sleep(0.2)  # writing other streams' chunks, say
+
+    loop.call_soon_threadsafe(hold_the_loop)
+    assert busy.wait(5)
+    sent = time.time()
+    result = stream(
+        http, simulator, ERNIE_SMALL, "late-read [[sim: ttft_ms=300, tps=400, tokens=4]]"
+    )
+
+    entry = logged(http, simulator, server="fastdeploy")[-1]
+    assert entry["prompt"].startswith("late-read")
+    assert entry["read_wait_ms"] >= 120, entry
+    assert entry["handler_wait_ms"] >= entry["read_wait_ms"]
+    assert abs(entry["arrived_at"] - sent) < 0.05, (entry["arrived_at"] - sent, entry)
+    (record,) = http.get(root + "/_sim/streams", params={"since": since}).json()["data"]
+    assert 0.300 <= record["first_write_s"] < 0.300 + 0.1  # not 0.500: due from arrival
+    first_text = result.text_times()[0] - result.t0
+    assert 0.300 <= first_text < 0.300 + 0.1
+
+
+def test_a_request_read_at_once_has_no_read_wait(
+    simulator: SimulatorThread, http: httpx.Client
+) -> None:
+    stream(http, simulator, ERNIE_SMALL, "prompt-read [[sim: ttft_ms=20, tps=400, tokens=2]]")
+    entry = logged(http, simulator, server="fastdeploy")[-1]
+    assert 0 <= entry["read_wait_ms"] < 50 and entry["arrived_at"] <= entry["received_at"]
