@@ -319,23 +319,20 @@ def _claim(work: Work, pk: int) -> Any:
     return row
 
 
-def _claim_queued(work: Work, pk: int, now: datetime) -> bool:
+def _claim_queued(work: Work, pk: int, now: datetime) -> dict[str, Any] | None:
     """The claim itself: move a queued row to running for this worker, with a new claim token
-    and a lease from `now`. False when it was not queued any more (someone else took it, or it
-    was cancelled)."""
-    moved = (
-        work.rows()
-        .filter(pk=pk, status=work.queued)
-        .update(
-            status=work.running,
-            claim_token=secrets.token_hex(8),
-            lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_S),
-            started_at=now,
-            worker=HOSTNAME,
-            enqueued_at=None,
-        )
-    )
-    return bool(moved == 1)
+    and a lease from `now`; returns the fields it set. None when it was not queued any more
+    (someone else took it, or it was cancelled)."""
+    fields = {
+        "status": work.running,
+        "claim_token": secrets.token_hex(8),
+        "lease_expires_at": now + timedelta(seconds=settings.GENERATION_LEASE_S),
+        "started_at": now,
+        "worker": HOSTNAME,
+        "enqueued_at": None,
+    }
+    moved = work.rows().filter(pk=pk, status=work.queued).update(**fields)
+    return fields if moved == 1 else None
 
 
 def finish(row: Row, *, hand_over: bool = False, **fields: object) -> Row | None:
@@ -369,9 +366,6 @@ def finish(row: Row, *, hand_over: bool = False, **fields: object) -> Row | None
     if successor is None or successor.campaign_id != row.campaign_id:
         # (A successor of the same campaign is running: that campaign is not done.)
         _close_campaign_if_done(row.campaign_id)
-    if successor is not None:
-        # Whole: the claim loaded only its pk, and each deferred field read later was a query.
-        successor = work.rows().get(pk=successor.pk)
     return successor
 
 
@@ -384,10 +378,17 @@ def _take_next(work: Work, endpoint_id: int) -> Any:
     waiting = work.of_endpoint(endpoint_id).filter(status=work.queued).order_by("pk")
     if connection.features.has_select_for_update_skip_locked:
         waiting = waiting.select_for_update(skip_locked=True)
-    candidate = waiting.only("pk", "campaign_id").first()
+    # The whole row, locked: it is what the worker runs next (a deferred field would cost a
+    # query each when read).
+    candidate = waiting.first()
     if candidate is None:
         return None
-    return candidate if _claim_queued(work, candidate.pk, timezone.now()) else None
+    claimed = _claim_queued(work, candidate.pk, timezone.now())
+    if claimed is None:
+        return None
+    for name, value in claimed.items():
+        setattr(candidate, name, value)
+    return candidate
 
 
 def _close_campaign_if_done(campaign_id: int) -> None:

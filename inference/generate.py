@@ -125,10 +125,16 @@ def _outcome(result: StreamResult, terms: list[str] | None = None) -> dict[str, 
     }
 
 
-def _record(generation: Generation, config: EndpointConfig, result: Any) -> dict[str, str]:
+def _record(
+    generation: Generation,
+    config: EndpointConfig,
+    result: Any,
+    members: list[CampaignModel] | None = None,
+) -> dict[str, str]:
     """The reproducibility record (DESIGN §12), the server probed once per run."""
+    member = next((m for m in members or [] if m.endpoint_id == generation.endpoint_id), None)
     version = record.server_version_for(
-        generation.campaign_id, generation.endpoint_id, config.base_url, config.api_key
+        generation.campaign_id, generation.endpoint_id, config.base_url, config.api_key, member
     )
     return record.generation_record(result, version)
 
@@ -168,7 +174,9 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
     heartbeat, back_off = dispatch.lease_callbacks(lost)
 
     try:
-        item = TaskItem.objects.with_images().get(pk=generation.item_id)
+        # Only a model that sees images is sent them (`image_parts`).
+        items = TaskItem.objects.with_images() if endpoint.vision else TaskItem.objects.all()
+        item = items.get(pk=generation.item_id)
         config = endpoint_config(endpoint)
         messages, recorded = build_messages(item, endpoint)
         request = build_request(config, messages, request_params(generation, members))
@@ -191,7 +199,7 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
             error="",
             **{
                 **_outcome(result, leak_terms(generation, members)),
-                **_record(generation, config, result),
+                **_record(generation, config, result, members),
             },
         )
         return "succeeded", successor
@@ -199,7 +207,7 @@ def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Gener
         fields: dict[str, Any] = {}
         if error.partial is not None and error.partial.received_text:
             fields = _outcome(error.partial, leak_terms(generation, members))
-        fields.update(_record(generation, config, error.partial))
+        fields.update(_record(generation, config, error.partial, members))
         successor = dispatch.finish(
             generation,
             hand_over=hand_over,

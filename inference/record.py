@@ -149,8 +149,27 @@ def _is_current(member: dict[str, Any], now: datetime) -> bool:
     return launched_at is None or probed_at >= launched_at
 
 
-def server_version_for(campaign_id: int, endpoint_id: int, base_url: str, api_key: str = "") -> str:
-    """The version of the campaign's server for this endpoint, probed at most once per run."""
+def server_version_for(
+    campaign_id: int,
+    endpoint_id: int,
+    base_url: str,
+    api_key: str = "",
+    known: CampaignModel | None = None,
+) -> str:
+    """The version of the campaign's server for this endpoint, probed at most once per run.
+
+    `known` is the campaign's `CampaignModel` of this endpoint as the caller loaded it (with
+    its campaign) before the generation's request: when its probe is current it is the answer,
+    without a query; otherwise the database says.
+    """
+    if known is not None and known.campaign_id == campaign_id and known.endpoint_id == endpoint_id:
+        loaded = {
+            "server_version": known.server_version,
+            "server_probed_at": known.server_probed_at,
+            "campaign__launched_at": known.campaign.launched_at,
+        }
+        if _is_current(loaded, timezone.now()):
+            return str(known.server_version)
     member = _member(campaign_id, endpoint_id)
     if member is None:  # a judge, or a model that left the campaign after launch
         return _unlisted_version(base_url, api_key)
