@@ -279,8 +279,11 @@ GENERATION_LEASE_S = env_int("GENERATION_LEASE_S", 60)
 GENERATION_REQUEUE_S = env_int("GENERATION_REQUEUE_S", 120)
 DISPATCH_SWEEP_S = env_int("DISPATCH_SWEEP_S", 15)
 # A task that finishes a generation takes the endpoint's next one itself (its slot never goes
-# idle); after this many it returns and the rest go back through the queue.
+# idle); after this many, or once it has run this many seconds, it returns and the rest go back
+# through the queue, behind the other endpoints' work: with fewer worker threads than slots,
+# every model of a run moves on instead of one model taking every thread until it is done.
 DISPATCH_CHAIN_MAX = env_int("DISPATCH_CHAIN_MAX", 50)
+DISPATCH_CHAIN_MAX_S = env_int("DISPATCH_CHAIN_MAX_S", 30)
 MODEL_MAX_ATTEMPTS = env_int("MODEL_MAX_ATTEMPTS", 3)
 MODEL_RETRY_BASE_S = float(env_str("MODEL_RETRY_BASE_S", "2"))
 MODEL_RETRY_CAP_S = float(env_str("MODEL_RETRY_CAP_S", "60"))

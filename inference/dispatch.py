@@ -479,19 +479,25 @@ def lease_callbacks(lost: threading.Event) -> tuple[Callable[[], None], Callable
     return heartbeat, back_off
 
 
+_chain_clock = time.monotonic  # (a test moves it on)
+
+
 def run_chain(
     first: Row, endpoint_id: int, run: Callable[[Row, bool], tuple[str, Row | None]]
 ) -> str:
     """Run a claimed row, then what `run` hands over next (`run(row, hand_over)`), at most
-    DISPATCH_CHAIN_MAX in all, then fill the endpoint's free slots again. Returns what happened
-    to the first."""
+    DISPATCH_CHAIN_MAX in all and none handed over after DISPATCH_CHAIN_MAX_S seconds, then
+    fill the endpoint's free slots again (their messages queue behind the other endpoints').
+    Returns what happened to the first."""
     first_outcome = ""
     remaining = max(1, settings.DISPATCH_CHAIN_MAX)
+    deadline = _chain_clock() + settings.DISPATCH_CHAIN_MAX_S
     current: Row | None = first
     try:
         while current is not None:
             remaining -= 1
-            outcome, current = run(current, remaining > 0)
+            hand_over = remaining > 0 and _chain_clock() < deadline
+            outcome, current = run(current, hand_over)
             first_outcome = first_outcome or outcome
     finally:
         pump([endpoint_id])

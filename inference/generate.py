@@ -152,7 +152,8 @@ def run_generation(generation_id: int) -> str:
     """Claim and run one generation, then keep its slot busy with the endpoint's next ones.
 
     Returns what happened to the first generation (for logs and tests). A task runs at most
-    DISPATCH_CHAIN_MAX generations before it hands the remaining work back to the queue.
+    DISPATCH_CHAIN_MAX generations (or for DISPATCH_CHAIN_MAX_S seconds) before it hands the
+    remaining work back to the queue.
     """
     generation = dispatch.claim(generation_id)
     if generation is None:

@@ -133,7 +133,8 @@ def run_judgement(judgement_id: int) -> str:
     """Claim and run one judgement, then keep its slot busy with the judge's next ones.
 
     Returns what happened to the first (for logs and tests). A task runs at most
-    DISPATCH_CHAIN_MAX judgements before it hands the remaining work back to the queue.
+    DISPATCH_CHAIN_MAX judgements (or for DISPATCH_CHAIN_MAX_S seconds) before it hands the
+    remaining work back to the queue.
     """
     judgement = dispatch.claim_judgement(judgement_id)
     if judgement is None:

@@ -96,3 +96,49 @@ def test_leak_terms_name_the_models_of_the_generations_own_campaign_only() -> No
     members = generate.campaign_members(generation)
     assert terms == generate.leak_terms(generation, members)
     assert generate.request_params(generation, members) == generate.request_params(generation)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chain_hands_its_endpoint_back_to_the_queue_after_its_time(
+    simulator: SimulatorThread, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task stops taking its endpoint's next generation once it has run DISPATCH_CHAIN_MAX_S
+    seconds, however many DISPATCH_CHAIN_MAX allows: the rest are enqueued again, behind the
+    other endpoints' messages, so a worker with fewer threads than slots moves every model on."""
+    enqueued: list[list[int]] = []
+    monkeypatch.setattr(dispatch, "_enqueue", lambda ids, work: enqueued.append(list(ids)))
+    settings.DISPATCH_CHAIN_MAX, settings.DISPATCH_CHAIN_MAX_S = 50, 25
+    ticks = iter(range(0, 1000, 10))  # each look at the clock: ten seconds later
+    monkeypatch.setattr(dispatch, "_chain_clock", lambda: next(ticks))
+    served = ModelEndpoint.objects.create(
+        slug="ernie", name="ERNIE", model=ERNIE, dialect="fastdeploy",
+        base_url=simulator.base_url(ERNIE), timeout_s=30, max_concurrency=1,
+    )  # fmt: skip
+    suite = builders.suite("timed-chain", ["QA"])
+    item = suite.items.get()
+    item.prompt = "hi [[sim: tps=3000, tokens=3]]"
+    item.save()
+    campaign = builders.campaign(
+        "timed-chain", suite, [served], samples=6, status=CampaignStatus.RUNNING
+    )
+    queued = [
+        builders.generation(
+            campaign,
+            item,
+            served,
+            sample=n,
+            status=GenerationStatus.QUEUED,
+            timings=builders.NO_TIMINGS,
+        )
+        for n in range(6)
+    ]
+
+    assert generate.run_generation(queued[0].pk) == "succeeded"
+
+    states = dict(Generation.objects.filter(campaign=campaign).values_list("sample", "status"))
+    # Clock at 0 (deadline 25), then 10 and 20 before the first two hand-overs, 30 before the
+    # third: three generations ran, the slot went back to the queue for the fourth.
+    assert [states[n] for n in range(6)] == [GenerationStatus.SUCCEEDED] * 3 + [
+        GenerationStatus.QUEUED
+    ] * 3
+    assert enqueued == [[queued[3].pk]]
