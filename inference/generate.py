@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -158,16 +159,42 @@ def run_generation(generation_id: int) -> str:
     generation = dispatch.claim(generation_id)
     if generation is None:
         return "skipped"
+    known = _ChainMembers()
     return dispatch.run_chain(
         generation,
         generation.endpoint_id,
-        lambda row, hand_over: _run_claimed(row, hand_over=hand_over),
+        lambda row, hand_over: _run_claimed(row, hand_over=hand_over, known=known),
     )
 
 
-def _run_claimed(generation: Generation, *, hand_over: bool) -> tuple[str, Generation | None]:
+class _ChainMembers:
+    """The campaign's models as a chain last read them, read again when the next generation
+    belongs to another campaign or after `MEMBERS_MAX_AGE_S`: an endpoint edited meanwhile (its
+    URL, key, timeout) is used from then on, and a chain does not read the same rows for each
+    of its generations."""
+
+    MEMBERS_MAX_AGE_S = 5.0
+
+    def __init__(self) -> None:
+        self.campaign_id: int | None = None
+        self.read_at = 0.0
+        self.members: list[CampaignModel] = []
+
+    def of(self, generation: Generation) -> list[CampaignModel]:
+        now = time.monotonic()
+        if generation.campaign_id != self.campaign_id or now - self.read_at > (
+            self.MEMBERS_MAX_AGE_S
+        ):
+            self.members = campaign_members(generation)
+            self.campaign_id, self.read_at = generation.campaign_id, now
+        return self.members
+
+
+def _run_claimed(
+    generation: Generation, *, hand_over: bool, known: _ChainMembers | None = None
+) -> tuple[str, Generation | None]:
     """Run a claimed generation; return its outcome and the next one handed over, if any."""
-    members = campaign_members(generation)
+    members = known.of(generation) if known is not None else campaign_members(generation)
     endpoint = next(
         (m.endpoint for m in members if m.endpoint_id == generation.endpoint_id), None
     ) or ModelEndpoint.objects.get(pk=generation.endpoint_id)
