@@ -67,7 +67,7 @@ class RunningSimulator:
 # The kernel's receive time of each read (Linux; `socket(7)` SO_TIMESTAMPNS), as a control
 # message beside the data: a request then counts from when its bytes reached this machine, not
 # from when this busy loop got round to reading them.
-# Python names the option on few platforms; Linux's value is 35 but on SPARC and PA-RISC.
+# Python names the option on few platforms; Linux's value is 35, except on SPARC and PA-RISC.
 _SO_TIMESTAMPNS = getattr(
     socket,
     "SO_TIMESTAMPNS",
