@@ -142,10 +142,15 @@ def _member(campaign_id: int, endpoint_id: int) -> dict[str, Any] | None:
 
 
 def _is_current(member: dict[str, Any], now: datetime) -> bool:
-    probed_at: datetime | None = member["server_probed_at"]
+    return _probe_is_current(member["server_probed_at"], member["campaign__launched_at"], now)
+
+
+def _probe_is_current(
+    probed_at: datetime | None, launched_at: datetime | None, now: datetime
+) -> bool:
+    """A probe answers for this run: made since the campaign's launch and within the hour."""
     if probed_at is None or probed_at < now - PROBE_MAX_AGE:
         return False
-    launched_at: datetime | None = member["campaign__launched_at"]
     return launched_at is None or probed_at >= launched_at
 
 
@@ -163,12 +168,8 @@ def server_version_for(
     without a query; otherwise the database says.
     """
     if known is not None and known.campaign_id == campaign_id and known.endpoint_id == endpoint_id:
-        loaded = {
-            "server_version": known.server_version,
-            "server_probed_at": known.server_probed_at,
-            "campaign__launched_at": known.campaign.launched_at,
-        }
-        if _is_current(loaded, timezone.now()):
+        launched_at = known.campaign.launched_at
+        if _probe_is_current(known.server_probed_at, launched_at, timezone.now()):
             return str(known.server_version)
     member = _member(campaign_id, endpoint_id)
     if member is None:  # a judge, or a model that left the campaign after launch
